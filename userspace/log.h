@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A tiny levelled logger. Thread-safe: one write(2) per line. */
+#ifndef AMBIENTD_LOG_H
+#define AMBIENTD_LOG_H
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+extern enum log_level log_threshold;
+
+/* Parses "error|warn|info|debug"; returns 0 or -EINVAL. */
+int log_level_parse(const char *s, enum log_level *out);
+/* Prefix every line with this tag (e.g. the node name); copied. */
+void log_set_tag(const char *tag);
+void log_msg(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Route libbpf's own messages into this logger. */
+void log_route_libbpf(void);
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                         \
+	do {                                                                   \
+		if (log_threshold >= LOG_DEBUG)                                \
+			log_msg(LOG_DEBUG, __VA_ARGS__);                       \
+	} while (0)
+
+#endif
