@@ -3,6 +3,7 @@
 
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,12 +68,20 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_end(ap);
 }
 
+static __thread bool libbpf_quiet;
+
+void log_libbpf_quiet(bool quiet)
+{
+	libbpf_quiet = quiet;
+}
+
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	enum log_level lvl = level == LIBBPF_WARN ? LOG_WARN :
-			     level == LIBBPF_INFO ? LOG_DEBUG : LOG_DEBUG;
+	enum log_level lvl = level == LIBBPF_WARN ? LOG_WARN : LOG_DEBUG;
 
-	if (lvl > log_threshold)
+	/* libbpf's debug level narrates every relocation: too much even for
+	 * our debug level. */
+	if (level == LIBBPF_DEBUG || libbpf_quiet || lvl > log_threshold)
 		return 0;
 	log_vmsg(lvl, fmt, ap);
 	return 0;

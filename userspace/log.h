@@ -3,6 +3,8 @@
 #ifndef AMBIENTD_LOG_H
 #define AMBIENTD_LOG_H
 
+#include <stdbool.h>
+
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 extern enum log_level log_threshold;
@@ -15,6 +17,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Route libbpf's own messages into this logger. */
 void log_route_libbpf(void);
+/* Silence libbpf on this thread around calls whose failure is expected
+ * (e.g. querying tc on an interface without a clsact qdisc). */
+void log_libbpf_quiet(bool quiet);
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Capture for one node: two tc ingress programs.
+ *
+ * amb_tc_pod     - on the host-side veth of every enrolled pod (pod egress).
+ * amb_tc_inbound - on every other interface of the node netns (uplink,
+ *                  non-enrolled pods): traffic towards enrolled pods.
+ *
+ * Both hand TCP to the node's tunnel with bpf_sk_assign: established flows to
+ * their socket (full 4-tuple), new flows (SYN) to the right listener. Nothing
+ * carrying the tunnel's SO_MARK is ever captured.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/verdict.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("tc")
+int amb_tc_pod(struct __sk_buff *skb)
+{
+	struct amb_pod_key key = {};
+	struct amb_pod *pod;
+	struct bpf_sock *sk;
+	struct pkt p = {};
+	int kind = parse_pkt(skb, &p);
+
+	if (kind == PKT_OTHER)
+		return TC_ACT_OK;
+	if (kind == PKT_MALFORMED)
+		return drop(skb, AMB_R_DROP_MALFORMED);
+
+	/* The source address is the pod's identity downstream: enforce it. */
+	key.addr = p.saddr;
+	pod = bpf_map_lookup_elem(&amb_pods, &key);
+	if (!pod || pod->ifindex != skb->ifindex)
+		return drop(skb, AMB_R_DROP_SPOOFED);
+
+	if (kind != PKT_TCP)
+		return pass(skb, AMB_R_PASS_NON_TCP);
+	if (excluded(&p))
+		return pass(skb, AMB_R_PASS_EXCLUDED);
+
+	sk = lookup_flow(skb, &p);
+	if (sk)
+		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+	if (!pkt_is_syn(&p))
+		return pass(skb, AMB_R_PASS_NO_SOCKET);
+
+	sk = lookup_listener(skb, &p, AMB_PORT_OUTBOUND);
+	if (!sk)
+		return refuse_syn(skb, &p);
+	return assign(skb, sk, AMB_R_ASSIGN_OUTBOUND);
+}
+
+SEC("tc")
+int amb_tc_inbound(struct __sk_buff *skb)
+{
+	struct amb_pod_key key = {};
+	struct bpf_sock *sk;
+	struct pkt p = {};
+	__u16 port;
+
+	/* Hot path for all node traffic: bail out uncounted unless this is
+	 * TCP towards one of our enrolled pods. */
+	if ((skb->mark & AMB_MARK_MASK) == AMB_MARK_TUNNEL)
+		return TC_ACT_OK;
+	if (parse_pkt(skb, &p) != PKT_TCP)
+		return TC_ACT_OK;
+	key.addr = p.daddr;
+	if (!bpf_map_lookup_elem(&amb_pods, &key))
+		return TC_ACT_OK;
+
+	sk = lookup_flow(skb, &p);
+	if (sk)
+		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+	if (!pkt_is_syn(&p))
+		return pass(skb, AMB_R_PASS_NO_SOCKET);
+
+	port = p.dport == bpf_htons(AMB_PORT_HBONE) ? AMB_PORT_HBONE :
+						      AMB_PORT_INBOUND;
+	sk = lookup_listener(skb, &p, port);
+	if (!sk)
+		return refuse_syn(skb, &p);
+	return assign(skb, sk, port == AMB_PORT_HBONE ? AMB_R_ASSIGN_HBONE :
+							 AMB_R_ASSIGN_INBOUND);
+}

@@ -1,0 +1,687 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * ambientd: the per-node tunnel. The main thread is the control thread: it
+ * owns the config file, the BPF state and enrollment, and publishes state
+ * snapshots to the worker threads (worker.c) that carry the traffic.
+ */
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "bpfctl.h"
+#include "cli.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "relay.h"
+#include "rtnl.h"
+#include "state.h"
+
+#define MAX_EXCLUDES 64
+#define RELOAD_DEBOUNCE_MS 100
+#define RETRY_ENROLL_MS 2000
+
+enum opt_key {
+	OPT_NODE = 'n',
+	OPT_CONFIG = 'c',
+	OPT_WORKERS = 'w',
+	OPT_LOG = 'l',
+	OPT_HELP = 'h',
+	OPT_BPFFS = 256,
+	OPT_CGROUP,
+	OPT_EXCL_PORT,
+	OPT_EXCL_CIDR,
+	OPT_BUF,
+	OPT_UNINSTALL_ON_EXIT,
+	OPT_VERSION,
+};
+
+static const struct cli_opt options[] = {
+	{ "node", OPT_NODE, "NAME", "node name (default $NODE_NAME, else the hostname)" },
+	{ "config", OPT_CONFIG, "FILE", "local config file (ztunnel schema); watched for changes" },
+	{ "bpffs", OPT_BPFFS, "DIR", "bpf filesystem (default /sys/fs/bpf); pins go to DIR/ambientd/NODE" },
+	{ "cgroup", OPT_CGROUP, "DIR", "cgroup v2 directory for sockops (default: the cgroup2 mount)" },
+	{ "exclude-port", OPT_EXCL_PORT, "PORT", "never capture pod traffic to this destination port (repeatable)" },
+	{ "exclude-cidr", OPT_EXCL_CIDR, "CIDR", "never capture pod traffic to this network (repeatable)" },
+	{ "workers", OPT_WORKERS, "N", "worker threads (default: CPUs available, 1..64)" },
+	{ "buffer-size", OPT_BUF, "BYTES", "relay buffer per direction (default 65536)" },
+	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
+	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
+	{ "version", OPT_VERSION, NULL, "print the version" },
+	{ "help", OPT_HELP, NULL, "this help" },
+	{ 0 },
+};
+
+struct opts {
+	char node[64];
+	const char *config;
+	const char *bpffs;
+	char cgroup[PATH_MAX];
+	uint16_t excl_ports[MAX_EXCLUDES];
+	size_t n_excl_ports;
+	struct bpfctl_cidr excl_nets[MAX_EXCLUDES];
+	size_t n_excl_nets;
+	int workers;
+	size_t buf_size;
+	bool uninstall_on_exit;
+};
+
+struct control {
+	struct opts o;
+	struct daemon d;
+	struct bpfctl b;
+	struct loop *loop;
+	struct loop_io sig_io, ino_io, rtnl_io, ring_io;
+	struct loop_timer reload_timer, retry_timer;
+	struct ring_buffer *ring;
+	int ino_fd;
+	char cfg_dir[PATH_MAX];
+	char cfg_base[PATH_MAX];
+	uLong cfg_crc; /* of the file content now in force */
+	uint64_t sock_events[AMB_SE_CLOSE + 1];
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: ambientd [OPTIONS]              run the node tunnel\n"
+		"       ambientd uninstall [OPTIONS]    remove everything ambientd installed for NODE\n"
+		"\n"
+		"Runs in the node's network namespace: captures the TCP traffic of the\n"
+		"node's enrolled pods with eBPF (tc + sockops) and relays it through\n"
+		"listeners on 15001 (outbound), 15006 (inbound) and 15008 (HBONE).\n"
+		"Enrolled pods are the config's workloads whose `node` is NODE.\n"
+		"\nOptions:\n");
+	cli_print_options(f, options);
+	fprintf(f,
+		"\nExamples:\n"
+		"  ambientd --node node1 --config /etc/ambientd/config.yaml\n"
+		"  nsenter --net=/run/netns/node1 ambientd -n node1 -c mesh.yaml --exclude-port 22\n"
+		"  ambientd uninstall --node node1\n"
+		"  bpftool map dump pinned /sys/fs/bpf/ambientd/node1/amb_pods\n");
+}
+
+static int find_cgroup2(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/mounts", "re");
+	char dev[256], dir[PATH_MAX], type[64];
+	int err = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%255s %4095s %63s %*s %*d %*d\n", dev, dir, type) == 3) {
+		if (strcmp(type, "cgroup2") == 0) {
+			snprintf(out, len, "%s", dir);
+			err = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return err;
+}
+
+static int handle_opt(int key, const char *arg, void *ctx)
+{
+	struct opts *o = ctx;
+	uint64_t v;
+
+	switch (key) {
+	case OPT_NODE:
+		if (!bpfctl_node_name_valid(arg)) {
+			fprintf(stderr, "ambientd: --node %s: use 1-63 of [A-Za-z0-9._-]\n", arg);
+			return -1;
+		}
+		snprintf(o->node, sizeof(o->node), "%s", arg);
+		return 0;
+	case OPT_CONFIG:
+		o->config = arg;
+		return 0;
+	case OPT_BPFFS:
+		o->bpffs = arg;
+		return 0;
+	case OPT_CGROUP:
+		snprintf(o->cgroup, sizeof(o->cgroup), "%s", arg);
+		return 0;
+	case OPT_EXCL_PORT:
+		if (o->n_excl_ports == MAX_EXCLUDES || cli_parse_u64(arg, 1, 65535, &v)) {
+			fprintf(stderr, "ambientd: --exclude-port %s: expected a port 1..65535 (at most %d)\n",
+				arg, MAX_EXCLUDES);
+			return -1;
+		}
+		o->excl_ports[o->n_excl_ports++] = (uint16_t)v;
+		return 0;
+	case OPT_EXCL_CIDR: {
+		struct bpfctl_cidr *c = &o->excl_nets[o->n_excl_nets];
+
+		if (o->n_excl_nets == MAX_EXCLUDES ||
+		    cli_parse_cidr(arg, &c->addr, &c->prefixlen)) {
+			fprintf(stderr, "ambientd: --exclude-cidr %s: expected an IPv4 CIDR like 198.18.0.0/15\n", arg);
+			return -1;
+		}
+		o->n_excl_nets++;
+		return 0;
+	}
+	case OPT_WORKERS:
+		if (cli_parse_u64(arg, 1, 64, &v)) {
+			fprintf(stderr, "ambientd: --workers %s: expected 1..64\n", arg);
+			return -1;
+		}
+		o->workers = (int)v;
+		return 0;
+	case OPT_BUF:
+		if (cli_parse_u64(arg, 4096, 16 << 20, &v)) {
+			fprintf(stderr, "ambientd: --buffer-size %s: expected 4096..16777216\n", arg);
+			return -1;
+		}
+		o->buf_size = v;
+		return 0;
+	case OPT_LOG:
+		if (log_level_parse(arg, &log_threshold)) {
+			fprintf(stderr, "ambientd: --log-level %s: expected error|warn|info|debug\n", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_UNINSTALL_ON_EXIT:
+		o->uninstall_on_exit = true;
+		return 0;
+	case OPT_VERSION:
+		printf("ambientd %s\n", AMBIENTD_VERSION);
+		exit(0);
+	case OPT_HELP:
+		usage(stdout);
+		exit(0);
+	}
+	return -1;
+}
+
+/* ---- config ---------------------------------------------------------- */
+
+static int read_file(const char *path, char **buf, size_t *len)
+{
+	FILE *f = fopen(path, "re");
+	size_t cap = 65536, n = 0;
+	char *b;
+
+	if (!f)
+		return -errno;
+	b = malloc(cap);
+	while (b) {
+		size_t r = fread(b + n, 1, cap - n, f);
+
+		n += r;
+		if (n < cap)
+			break;
+		if (cap >= (64u << 20)) { /* a config this big is a mistake */
+			free(b);
+			fclose(f);
+			return -EFBIG;
+		}
+		char *nb = realloc(b, cap * 2);
+
+		if (!nb) {
+			free(b);
+			b = NULL;
+			break;
+		}
+		b = nb;
+		cap *= 2;
+	}
+	fclose(f);
+	if (!b)
+		return -ENOMEM;
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+/* Load the config file; on success publish it. *changed says whether the
+ * content differed from what is in force. */
+static int load_config(struct control *c, bool *changed, char *err, size_t errlen)
+{
+	struct state *st = NULL;
+	char *buf = NULL;
+	size_t len = 0;
+	uLong crc;
+	int rc;
+
+	*changed = false;
+	rc = read_file(c->o.config, &buf, &len);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", c->o.config, strerror(-rc));
+		return rc;
+	}
+	crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)buf, len);
+	if (c->d.state && crc == c->cfg_crc) {
+		free(buf);
+		return 0;
+	}
+	rc = config_load_buffer(c->o.config, buf, len, &st, err, errlen);
+	free(buf);
+	if (rc)
+		return rc;
+	c->cfg_crc = crc;
+	daemon_state_publish(&c->d, st);
+	*changed = true;
+	return 0;
+}
+
+/* ---- enrollment ------------------------------------------------------- */
+
+struct reconcile {
+	struct control *c;
+	const struct state *st;
+	int pending; /* workloads we could not enroll yet */
+	uint32_t stale[AMB_MAX_PODS];
+	size_t n_stale;
+};
+
+static const char *ip4(uint32_t addr, char *buf)
+{
+	return inet_ntop(AF_INET, &addr, buf, INET_ADDRSTRLEN);
+}
+
+static int enroll_workload(const struct workload *wl, void *arg)
+{
+	struct reconcile *r = arg;
+	char ip[INET_ADDRSTRLEN];
+
+	for (size_t i = 0; i < wl->n_ips; i++) {
+		struct rtnl_link link;
+		int ifindex, err;
+
+		err = rtnl_route_oif(wl->ips_be[i], &ifindex);
+		if (!err)
+			err = rtnl_get_link(ifindex, &link);
+		if (!err && strcmp(link.kind, "veth") != 0) {
+			/* A pod address routed out of the uplink is not on this
+			 * node: capturing that interface would take the node
+			 * down with it. */
+			log_warn("workload %s/%s (%s): route leads to %s, not a "
+				 "pod veth; not enrolled", wl->namespace,
+				 wl->name ? wl->name : "?", ip4(wl->ips_be[i], ip),
+				 link.name);
+			r->pending++;
+			continue;
+		}
+		if (!err)
+			err = bpfctl_enroll(&r->c->b, wl->ips_be[i], ifindex,
+					    AMB_POD_F_CONFIG);
+		if (err) {
+			log_warn("workload %s/%s (%s): not enrolled yet: %s",
+				 wl->namespace, wl->name ? wl->name : "?",
+				 ip4(wl->ips_be[i], ip), strerror(-err));
+			r->pending++;
+		}
+	}
+	return 0;
+}
+
+static bool wanted_here(const struct state *st, const char *node, uint32_t addr)
+{
+	const struct workload *wl = state_workload_by_ip(st, addr);
+
+	return wl && wl->node && strcmp(wl->node, node) == 0;
+}
+
+static int find_stale(uint32_t addr, const struct amb_pod *pod, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if ((pod->flags & AMB_POD_F_CONFIG) &&
+	    !wanted_here(r->st, r->c->o.node, addr) && r->n_stale < AMB_MAX_PODS)
+		r->stale[r->n_stale++] = addr;
+	return 0;
+}
+
+/* Make the kernel's enrollment match the snapshot; returns pending count. */
+static int reconcile(struct control *c)
+{
+	struct reconcile *r = calloc(1, sizeof(*r));
+	struct state *st = daemon_state_get(&c->d);
+	char ip[INET_ADDRSTRLEN];
+	int pending;
+
+	if (!r) {
+		state_unref(st);
+		return 1;
+	}
+	r->c = c;
+	r->st = st;
+	bpfctl_for_each_pod(&c->b, find_stale, r);
+	for (size_t i = 0; i < r->n_stale; i++) {
+		struct amb_pod_key key = { .addr = r->stale[i] };
+		struct amb_pod pod;
+
+		if (bpf_map_lookup_elem(c->b.pods_fd, &key, &pod) < 0)
+			continue;
+		if (pod.flags & AMB_POD_F_MANUAL) {
+			pod.flags &= ~AMB_POD_F_CONFIG;
+			bpf_map_update_elem(c->b.pods_fd, &key, &pod, BPF_EXIST);
+			continue;
+		}
+		if (bpfctl_unenroll(&c->b, r->stale[i]) == 0)
+			log_info("unenrolled %s (no longer a workload of %s)",
+				 ip4(r->stale[i], ip), c->o.node);
+	}
+	state_workloads_on_node(st, c->o.node, enroll_workload, r);
+	bpfctl_attach_inbound_all(&c->b);
+	pending = r->pending;
+	free(r);
+	state_unref(st);
+	return pending;
+}
+
+static void schedule_retry(struct control *c, int pending)
+{
+	if (pending && !loop_timer_armed(&c->retry_timer))
+		loop_timer_arm(c->loop, &c->retry_timer, RETRY_ENROLL_MS);
+}
+
+static void on_retry(struct loop *l, struct loop_timer *t)
+{
+	struct control *c = t->arg;
+
+	schedule_retry(c, reconcile(c));
+}
+
+static void on_reload(struct loop *l, struct loop_timer *t)
+{
+	struct control *c = t->arg;
+	char err[1024];
+	bool changed;
+
+	if (load_config(c, &changed, err, sizeof(err))) {
+		log_warn("config rejected, keeping the previous one: %s", err);
+		return;
+	}
+	if (!changed)
+		return;
+	log_info("config reloaded from %s (generation %llu)", c->o.config,
+		 (unsigned long long)atomic_load(&c->d.state_gen));
+	schedule_retry(c, reconcile(c));
+}
+
+static void on_inotify(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->arg;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	/* Any change in the directory may be ours (editors and ConfigMaps
+	 * swap files by rename); the content check skips no-ops. */
+	while (read(io->fd, buf, sizeof(buf)) > 0)
+		;
+	loop_timer_arm(l, &c->reload_timer, RELOAD_DEBOUNCE_MS);
+}
+
+static void on_links(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->arg;
+
+	rtnl_monitor_drain(io->fd);
+	/* New veths or an uplink: attach; pods waiting for their veth: enroll. */
+	if (!loop_timer_armed(&c->retry_timer))
+		loop_timer_arm(l, &c->retry_timer, 50);
+}
+
+static int on_sock_event(void *ctx, void *data, size_t len)
+{
+	struct control *c = ctx;
+	const struct amb_sock_event *ev = data;
+	char a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
+
+	if (len < sizeof(*ev) || ev->type > AMB_SE_CLOSE)
+		return 0;
+	c->sock_events[ev->type]++;
+	log_debug("sockops: %s %s:%u -> %s:%u state %u->%u srtt=%uus retrans=%u",
+		  ev->type == AMB_SE_OPEN ? "open" :
+		  ev->type == AMB_SE_STATE ? "state" :
+		  ev->type == AMB_SE_RETRANS ? "retrans" : "close",
+		  ip4(ev->saddr, a), ev->sport, ip4(ev->daddr, b), ev->dport,
+		  ev->old_state, ev->new_state, ev->srtt_us, ev->total_retrans);
+	return 0;
+}
+
+static void on_ring(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->arg;
+
+	ring_buffer__consume(c->ring);
+}
+
+static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->arg;
+	struct signalfd_siginfo si;
+
+	while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			c->cfg_crc ^= 1; /* force: reload even if unchanged */
+			loop_timer_arm(l, &c->reload_timer, 0);
+			continue;
+		}
+		log_info("signal %u: shutting down", si.ssi_signo);
+		loop_stop(l);
+	}
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+/* The node's own addresses: pods reach them (health probes, DNS on the
+ * node) without the tunnel in between. */
+static size_t node_addresses(struct bpfctl_cidr *out, size_t max)
+{
+	struct ifaddrs *ifa, *i;
+	size_t n = 0;
+
+	if (getifaddrs(&ifa) < 0)
+		return 0;
+	for (i = ifa; i && n < max; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		out[n].addr = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+		out[n].prefixlen = 32;
+		n++;
+	}
+	freeifaddrs(ifa);
+	return n;
+}
+
+static int setup_watch(struct control *c)
+{
+	char tmp[PATH_MAX];
+	const char *slash;
+	int wd;
+
+	snprintf(tmp, sizeof(tmp), "%s", c->o.config);
+	slash = strrchr(tmp, '/');
+	if (slash) {
+		snprintf(c->cfg_base, sizeof(c->cfg_base), "%s", slash + 1);
+		tmp[slash - tmp] = '\0';
+		snprintf(c->cfg_dir, sizeof(c->cfg_dir), "%s", tmp[0] ? tmp : "/");
+	} else {
+		snprintf(c->cfg_base, sizeof(c->cfg_base), "%s", tmp);
+		snprintf(c->cfg_dir, sizeof(c->cfg_dir), ".");
+	}
+	c->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (c->ino_fd < 0)
+		return -errno;
+	wd = inotify_add_watch(c->ino_fd, c->cfg_dir,
+			       IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE |
+				       IN_DELETE | IN_MODIFY);
+	if (wd < 0)
+		return -errno;
+	loop_io_init(&c->ino_io, c->ino_fd, on_inotify, c);
+	return loop_io_update(c->loop, &c->ino_io, EPOLLIN);
+}
+
+static int run(struct control *c)
+{
+	struct bpfctl_cidr nets[MAX_EXCLUDES * 2];
+	size_t n_nets;
+	char err[1024];
+	bool changed;
+	sigset_t mask;
+	int fd, rc, ret = 1;
+
+	log_set_tag(c->o.node);
+	rc = load_config(c, &changed, err, sizeof(err));
+	if (rc) {
+		log_error("config rejected: %s", err);
+		fprintf(stderr, "ambientd: config rejected: %s\n", err);
+		return 1;
+	}
+	if (bpfctl_ensure_bpffs(c->o.bpffs))
+		return 1;
+	if (bpfctl_load(&c->b, c->o.bpffs, c->o.node))
+		return 1;
+	if (bpfctl_setup_routing())
+		goto out;
+	memcpy(nets, c->o.excl_nets, c->o.n_excl_nets * sizeof(nets[0]));
+	n_nets = c->o.n_excl_nets +
+		 node_addresses(nets + c->o.n_excl_nets, MAX_EXCLUDES);
+	rc = bpfctl_set_exclusions(&c->b, c->o.excl_ports, c->o.n_excl_ports,
+				   nets, n_nets);
+	if (rc) {
+		log_error("setting exclusions: %s", strerror(-rc));
+		goto out;
+	}
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	/* Blocked before the workers start so only the signalfd sees them. */
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* Listeners before enrollment: a pod is never captured into nothing. */
+	if (workers_start(&c->d, c->o.workers) < 0)
+		goto out_workers;
+
+	c->loop = loop_new();
+	if (!c->loop)
+		goto out_workers;
+	loop_timer_init(&c->reload_timer, on_reload, c);
+	loop_timer_init(&c->retry_timer, on_retry, c);
+
+	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	loop_io_init(&c->sig_io, fd, on_signal, c);
+	loop_io_update(c->loop, &c->sig_io, EPOLLIN);
+	rc = setup_watch(c);
+	if (rc)
+		log_warn("cannot watch %s for changes (%s); send SIGHUP to reload",
+			 c->o.config, strerror(-rc));
+	fd = rtnl_monitor_open();
+	if (fd >= 0) {
+		loop_io_init(&c->rtnl_io, fd, on_links, c);
+		loop_io_update(c->loop, &c->rtnl_io, EPOLLIN);
+	}
+	c->ring = ring_buffer__new(c->b.sock_ev_fd, on_sock_event, c, NULL);
+	if (c->ring) {
+		loop_io_init(&c->ring_io, ring_buffer__epoll_fd(c->ring), on_ring, c);
+		loop_io_update(c->loop, &c->ring_io, EPOLLIN);
+	}
+
+	schedule_retry(c, reconcile(c));
+	rc = bpfctl_attach_cgroup(&c->b, c->o.cgroup);
+	if (rc) {
+		log_error("attaching sockops to %s: %s", c->o.cgroup, strerror(-rc));
+		goto out_loop;
+	}
+	log_info("ready: node %s, %d workers, listening on %d/%d/%d, pins in %s",
+		 c->o.node, c->d.n_workers, AMB_PORT_OUTBOUND, AMB_PORT_INBOUND,
+		 AMB_PORT_HBONE, c->b.pin_dir);
+	loop_run(c->loop);
+	ret = 0;
+out_loop:
+	ring_buffer__free(c->ring);
+	loop_free(c->loop);
+out_workers:
+	workers_stop(&c->d);
+out:
+	bpfctl_close(&c->b);
+	if (c->o.uninstall_on_exit) {
+		log_info("uninstalling node %s", c->o.node);
+		if (bpfctl_uninstall(c->o.bpffs, c->o.node))
+			ret = 1;
+	} else if (ret == 0) {
+		log_info("stopped; programs stay attached (enrolled pods fail "
+			 "closed until ambientd runs again)");
+	}
+	state_unref(c->d.state);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	struct control *c = calloc(1, sizeof(*c));
+	const char *env_node = getenv("NODE_NAME");
+	struct rlimit rl;
+	int idx;
+
+	if (!c)
+		return 1;
+	c->o.bpffs = BPFCTL_DEFAULT_BPFFS;
+	c->o.buf_size = 64 * 1024;
+	c->o.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (c->o.workers < 1)
+		c->o.workers = 1;
+	if (c->o.workers > 64)
+		c->o.workers = 64;
+	if (env_node && *env_node)
+		snprintf(c->o.node, sizeof(c->o.node), "%s", env_node);
+	else
+		gethostname(c->o.node, sizeof(c->o.node) - 1);
+	log_route_libbpf();
+
+	idx = cli_parse(argc, argv, options, handle_opt, &c->o);
+	if (idx < 0) {
+		fprintf(stderr, "Try 'ambientd --help'.\n");
+		return 2;
+	}
+	if (!bpfctl_node_name_valid(c->o.node)) {
+		fprintf(stderr, "ambientd: node name '%s' is not usable; pass --node\n", c->o.node);
+		return 2;
+	}
+	log_set_tag(c->o.node);
+	if (idx < argc && strcmp(argv[idx], "uninstall") == 0) {
+		if (bpfctl_ensure_bpffs(c->o.bpffs))
+			return 1;
+		return bpfctl_uninstall(c->o.bpffs, c->o.node) ? 1 : 0;
+	}
+	if (idx < argc) {
+		fprintf(stderr, "ambientd: unknown command '%s'. Try 'ambientd --help'.\n", argv[idx]);
+		return 2;
+	}
+	if (!c->o.config) {
+		fprintf(stderr, "ambientd: --config FILE is required (the local config, ztunnel schema)\n");
+		return 2;
+	}
+	if (!c->o.cgroup[0] && find_cgroup2(c->o.cgroup, sizeof(c->o.cgroup))) {
+		fprintf(stderr, "ambientd: no cgroup v2 mount found; pass --cgroup DIR\n");
+		return 1;
+	}
+	/* Two fds per relayed connection: thousands of them. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	c->d.node = c->o.node;
+	c->d.relay_buf_size = c->o.buf_size;
+	pthread_mutex_init(&c->d.state_lock, NULL);
+	return run(c);
+}

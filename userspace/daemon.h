@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The daemon's shared pieces: the control thread owns config, BPF and the
+ * current state snapshot; worker threads own listeners and connections and
+ * pick up new snapshots at their next loop turn (no locks on the data path).
+ */
+#ifndef AMBIENTD_DAEMON_H
+#define AMBIENTD_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct state;
+struct worker;
+
+struct daemon {
+	const char *node;
+	size_t relay_buf_size;
+
+	/* Published snapshot: replaced under state_lock, generation bumped
+	 * after; workers compare generations lock-free every turn. */
+	pthread_mutex_t state_lock;
+	struct state *state;
+	atomic_uint_fast64_t state_gen;
+
+	struct worker **workers;
+	int n_workers;
+};
+
+/* A new reference to the current snapshot (never NULL once started). */
+struct state *daemon_state_get(struct daemon *d);
+/* Publish st (takes over the caller's reference). */
+void daemon_state_publish(struct daemon *d, struct state *st);
+
+/* Start n worker threads with their listeners. 0 or -errno (logged). */
+int workers_start(struct daemon *d, int n);
+/* Stop the workers' loops, join and free them. Relays still open are not
+ * drained: their sockets close when the process exits (no graceful drain
+ * yet; that is the admin API's /quitquitquit, a later issue). */
+void workers_stop(struct daemon *d);
+/* Live relays across all workers (approximate, for logs). */
+size_t workers_live_connections(struct daemon *d);
+
+#endif

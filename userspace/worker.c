@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Worker threads: each has its own event loop and its own SO_REUSEPORT
+ * listeners on 15001/15006/15008 (the kernel picks a group member when the
+ * tc program assigns a SYN to the listener), and relays every connection it
+ * accepts from accept to close.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ambientd/bpf_shared.h"
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "relay.h"
+#include "state.h"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define LISTEN_BACKLOG 4096
+#define ACCEPT_BATCH 64
+
+enum listener_kind {
+	LISTEN_OUTBOUND, /* 15001: captured pod egress */
+	LISTEN_INBOUND,  /* 15006: plaintext towards a local pod */
+	LISTEN_HBONE,    /* 15008: mTLS + HTTP/2 CONNECT (next issue) */
+	LISTEN_KINDS,
+};
+
+static const struct {
+	uint16_t port;
+	const char *name;
+} listener_info[LISTEN_KINDS] = {
+	[LISTEN_OUTBOUND] = { AMB_PORT_OUTBOUND, "outbound" },
+	[LISTEN_INBOUND] = { AMB_PORT_INBOUND, "inbound" },
+	[LISTEN_HBONE] = { AMB_PORT_HBONE, "hbone" },
+};
+
+/* Where a captured connection goes; HBONE joins this list next. */
+enum route_kind {
+	ROUTE_LOCAL,       /* destination pod on this node: deliver directly */
+	ROUTE_PASSTHROUGH, /* elsewhere: plain TCP to the original destination */
+};
+
+struct worker;
+
+struct listener {
+	struct loop_io io;
+	struct worker *w;
+	enum listener_kind kind;
+};
+
+struct worker {
+	int id;
+	pthread_t thread;
+	struct daemon *d;
+	struct loop *loop;
+	struct listener lst[LISTEN_KINDS];
+	struct state *state; /* this thread's reference */
+	uint64_t state_gen;
+	atomic_size_t live;
+};
+
+/* Per-connection record for logs; freed by the relay's done callback. */
+struct conn {
+	struct worker *w;
+	enum listener_kind kind;
+	enum route_kind route;
+	struct sockaddr_in src, dst;
+};
+
+struct state *daemon_state_get(struct daemon *d)
+{
+	struct state *st;
+
+	pthread_mutex_lock(&d->state_lock);
+	st = state_ref(d->state);
+	pthread_mutex_unlock(&d->state_lock);
+	return st;
+}
+
+void daemon_state_publish(struct daemon *d, struct state *st)
+{
+	struct state *old;
+
+	pthread_mutex_lock(&d->state_lock);
+	old = d->state;
+	d->state = st;
+	pthread_mutex_unlock(&d->state_lock);
+	atomic_fetch_add(&d->state_gen, 1);
+	for (int i = 0; i < d->n_workers; i++)
+		if (d->workers[i])
+			loop_wake(d->workers[i]->loop);
+	state_unref(old);
+}
+
+static void worker_refresh_state(struct loop *l, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t gen = atomic_load(&w->d->state_gen);
+	struct state *old;
+
+	if (gen == w->state_gen)
+		return;
+	old = w->state;
+	w->state = daemon_state_get(w->d);
+	w->state_gen = gen;
+	state_unref(old);
+}
+
+static const char *ip_str(const struct sockaddr_in *a, char *buf)
+{
+	char ip[INET_ADDRSTRLEN];
+
+	inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+	sprintf(buf, "%s:%u", ip, ntohs(a->sin_port));
+	return buf;
+}
+
+static const char *workload_label(const struct state *st, uint32_t addr,
+				  char *buf, size_t len)
+{
+	const struct workload *wl = state_workload_by_ip(st, addr);
+
+	if (!wl)
+		return "unknown";
+	snprintf(buf, len, "%s/%s", wl->namespace,
+		 wl->name ? wl->name : wl->uid ? wl->uid : "?");
+	return buf;
+}
+
+static void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
+{
+	struct conn *c = arg;
+	char a[32], b[32];
+	enum log_level lvl = s->result == RELAY_OK ? LOG_DEBUG : LOG_INFO;
+
+	atomic_fetch_sub(&c->w->live, 1);
+	if (lvl <= log_threshold)
+		log_msg(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
+			listener_info[c->kind].name, ip_str(&c->src, a),
+			ip_str(&c->dst, b),
+			c->route == ROUTE_LOCAL ? "local" : "passthrough",
+			relay_result_name(s->result), s->error ? ": " : "",
+			s->error ? strerror(s->error) : "",
+			(unsigned long long)s->bytes_up,
+			(unsigned long long)s->bytes_down,
+			(unsigned long long)(s->ended_ms - s->started_ms));
+	free(c);
+}
+
+/* Abortive close: the peer sees a RST, not a clean end. */
+static void reset_close(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/*
+ * Non-blocking connect to dst with src's address as our source (the server
+ * sees the real client). Returns the connecting fd or -errno.
+ */
+static int connect_as(const struct sockaddr_in *src, const struct sockaddr_in *dst)
+{
+	struct sockaddr_in bind_addr = { .sin_family = AF_INET,
+					 .sin_addr = src->sin_addr };
+	int one = 1, mark = AMB_MARK_TUNNEL, fd, err;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
+	    /* Pick the port at connect time: unique per 4-tuple, not per IP. */
+	    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&bind_addr, sizeof(bind_addr)) < 0)
+		goto fail;
+	if (connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) < 0 &&
+	    errno != EINPROGRESS)
+		goto fail;
+	return fd;
+fail:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
+{
+	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
+	socklen_t len = sizeof(struct sockaddr_in);
+	char a[32], b[32], wa[128], wb[128];
+	struct conn *c;
+	int up, err;
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		reset_close(fd);
+		return;
+	}
+	c->w = w;
+	c->kind = kind;
+	/* The original destination is our local address: the tc program
+	 * assigned the SYN to us without rewriting it. */
+	if (getsockname(fd, (struct sockaddr *)&c->dst, &len) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&c->src, &(socklen_t){ sizeof(c->src) }) < 0 ||
+	    c->dst.sin_family != AF_INET) {
+		log_warn("%s: accepted socket without addresses: %s",
+			 listener_info[kind].name, strerror(errno));
+		goto fail;
+	}
+	if (kind == LISTEN_HBONE) {
+		/* Until HBONE lands, refuse loudly rather than pass plaintext. */
+		log_warn("hbone %s -> %s: HBONE (mTLS) is not implemented in this "
+			 "build; connection reset", ip_str(&c->src, a),
+			 ip_str(&c->dst, b));
+		goto fail;
+	}
+	{
+		const struct workload *dwl =
+			state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
+
+		c->route = dwl && dwl->node && strcmp(dwl->node, w->d->node) == 0 ?
+				   ROUTE_LOCAL :
+				   ROUTE_PASSTHROUGH;
+	}
+	if (kind == LISTEN_INBOUND)
+		c->route = ROUTE_LOCAL;
+	log_debug("%s %s (%s) -> %s (%s) via %s", listener_info[kind].name,
+		  ip_str(&c->src, a),
+		  workload_label(w->state, c->src.sin_addr.s_addr, wa, sizeof(wa)),
+		  ip_str(&c->dst, b),
+		  workload_label(w->state, c->dst.sin_addr.s_addr, wb, sizeof(wb)),
+		  c->route == ROUTE_LOCAL ? "local delivery" : "passthrough");
+
+	up = connect_as(&c->src, &c->dst);
+	if (up < 0) {
+		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
+			 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(-up));
+		goto fail;
+	}
+	opts.arg = c;
+	atomic_fetch_add(&w->live, 1);
+	err = relay_start_tcp(w->loop, fd, up, true, &opts, NULL);
+	if (err)
+		/* The relay owns both fds and has called conn_done. */
+		log_warn("relay start failed: %s", strerror(-err));
+	return;
+fail:
+	free(c);
+	reset_close(fd);
+}
+
+static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct listener *ls = io->arg;
+
+	worker_refresh_state(l, ls->w);
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("%s: accept: %s",
+					 listener_info[ls->kind].name,
+					 strerror(errno));
+			return;
+		}
+		handle_accepted(ls->w, ls->kind, fd);
+	}
+}
+
+/* Transparent, marked, SO_REUSEPORT listener on 0.0.0.0:port. */
+static int listen_transparent(uint16_t port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, mark = AMB_MARK_TUNNEL, fd, err;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* IP_TRANSPARENT: accept connections for foreign destination
+	 * addresses and route our SYN-ACKs from them. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "amb-worker-%d", w->id);
+	pthread_setname_np(pthread_self(), name);
+	loop_run(w->loop);
+	return NULL;
+}
+
+static void worker_free(struct worker *w)
+{
+	for (int k = 0; k < LISTEN_KINDS; k++) {
+		if (w->lst[k].io.fd >= 0) {
+			loop_io_stop(w->loop, &w->lst[k].io);
+			close(w->lst[k].io.fd);
+		}
+	}
+	loop_free(w->loop);
+	state_unref(w->state);
+	free(w);
+}
+
+static struct worker *worker_new(struct daemon *d, int id)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	int fd, err;
+
+	if (!w)
+		return NULL;
+	w->id = id;
+	w->d = d;
+	for (int k = 0; k < LISTEN_KINDS; k++)
+		w->lst[k].io.fd = -1;
+	w->loop = loop_new();
+	if (!w->loop)
+		goto fail;
+	w->state = daemon_state_get(d);
+	w->state_gen = atomic_load(&d->state_gen);
+	loop_set_wake_hook(w->loop, worker_refresh_state, w);
+	for (int k = 0; k < LISTEN_KINDS; k++) {
+		fd = listen_transparent(listener_info[k].port);
+		if (fd < 0) {
+			log_error("cannot listen on %u (%s): %s",
+				  listener_info[k].port, listener_info[k].name,
+				  strerror(-fd));
+			goto fail;
+		}
+		w->lst[k].w = w;
+		w->lst[k].kind = k;
+		loop_io_init(&w->lst[k].io, fd, on_listener, &w->lst[k]);
+		err = loop_io_update(w->loop, &w->lst[k].io, EPOLLIN);
+		if (err) {
+			close(fd);
+			w->lst[k].io.fd = -1;
+			goto fail;
+		}
+	}
+	return w;
+fail:
+	worker_free(w);
+	return NULL;
+}
+
+int workers_start(struct daemon *d, int n)
+{
+	d->workers = calloc(n, sizeof(*d->workers));
+	if (!d->workers)
+		return -ENOMEM;
+	for (int i = 0; i < n; i++) {
+		struct worker *w = worker_new(d, i);
+
+		if (!w)
+			return -EIO;
+		d->workers[i] = w;
+		d->n_workers = i + 1;
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			log_error("cannot start worker %d", i);
+			d->workers[i] = NULL;
+			d->n_workers = i;
+			worker_free(w);
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+void workers_stop(struct daemon *d)
+{
+	for (int i = 0; i < d->n_workers; i++)
+		loop_stop(d->workers[i]->loop);
+	for (int i = 0; i < d->n_workers; i++) {
+		pthread_join(d->workers[i]->thread, NULL);
+		worker_free(d->workers[i]);
+	}
+	free(d->workers);
+	d->workers = NULL;
+	d->n_workers = 0;
+}
+
+size_t workers_live_connections(struct daemon *d)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < d->n_workers; i++)
+		n += atomic_load(&d->workers[i]->live);
+	return n;
+}
