@@ -46,7 +46,12 @@ struct loop *loop_new(void);
 void loop_free(struct loop *l);
 
 void loop_io_init(struct loop_io *io, int fd, loop_io_cb cb, void *arg);
-/* Start/modify watching io->fd for `events` (0 allowed). 0 or -errno. */
+/*
+ * Start/modify watching io->fd for `events` (0 allowed). 0 or -errno.
+ * 0 events unregisters the fd like loop_io_stop() (so EPOLLHUP/EPOLLERR,
+ * which epoll always reports, cannot spin); callbacks only ever see the
+ * events currently asked for, plus EPOLLERR/EPOLLHUP.
+ */
 int loop_io_update(struct loop *l, struct loop_io *io, uint32_t events);
 /* Stop watching; pending events for it in this turn are dropped. */
 void loop_io_stop(struct loop *l, struct loop_io *io);
@@ -65,7 +70,13 @@ void loop_set_before_sleep(struct loop *l, loop_hook_cb cb, void *arg);
 /* Called on the loop thread after loop_wake() from any thread. */
 void loop_set_wake_hook(struct loop *l, loop_hook_cb cb, void *arg);
 
-/* Free `ptr` with `fn` after the current turn's events are dispatched. */
+/*
+ * Free `ptr` with `fn` once the current turn dispatched its events and timers
+ * (so code up the stack may still touch it; outside loop_run: at the end of
+ * the next turn, or in loop_free()). It does not unregister anything: stop
+ * the ios inside `ptr` first, which is what keeps their remaining events of
+ * this turn from being dispatched.
+ */
 void loop_defer_free(struct loop *l, void *ptr, void (*fn)(void *));
 
 /* Run until loop_stop(). Returns 0, or -errno if epoll itself failed. */

@@ -6,9 +6,9 @@
  * A relay has a downstream end (the captured client) and an upstream end
  * (towards the server). Ends are reached through struct relay_end_ops so the
  * HBONE issue can plug an HTTP/2 CONNECT stream in as an end; today both ends
- * are TCP sockets (relay_end_socket_ops).
+ * are TCP sockets (relay_end_tcp_new()).
  *
- * Memory: a direction's buffer is taken from a per-loop pool only while it
+ * Memory: a direction's buffer is taken from a per-thread pool only while it
  * holds bytes and returned when drained, so an idle relay costs only its
  * struct. Reads from an end stop while the buffer towards the other end is
  * full (backpressure).
@@ -23,6 +23,7 @@
 
 struct loop;
 struct relay;
+struct relay_end;
 
 /* Lifecycle of a relay; relay.c changes state through one checked function. */
 enum relay_state {
@@ -62,6 +63,74 @@ struct relay_opts {
 };
 
 /*
+ * The end seam. An end is one side of a relay: a TCP socket today, an HTTP/2
+ * CONNECT stream later. The relay drives an end only through its ops and
+ * learns about readiness through relay_end_notify(); it never sees an fd.
+ *
+ * Ownership: the relay owns an end from relay_start() on and releases it
+ * exactly once through close() or abort(); after that call the relay never
+ * touches the end again. Neither op may call back into the relay.
+ */
+struct relay_end_ops {
+	/* Bytes read (>0), 0 on EOF (peer's FIN / END_STREAM), -EAGAIN when
+	 * nothing is ready, -ECONNRESET when the peer reset, other -errno. */
+	ssize_t (*read)(struct relay_end *e, void *buf, size_t len);
+	/* Bytes accepted (>0), -EAGAIN when full, -EPIPE/-ECONNRESET when the
+	 * peer is gone, other -errno. Must never raise SIGPIPE. */
+	ssize_t (*write)(struct relay_end *e, const void *buf, size_t len);
+	/* Send FIN (END_STREAM) after everything written so far. 0 or -errno. */
+	int (*shutdown_write)(struct relay_end *e);
+	/* Pending asynchronous error (connect result, RST) as -errno, or 0. */
+	int (*error)(struct relay_end *e);
+	/* Which notifications the relay wants now (level-triggered). 0/-errno. */
+	int (*set_interest)(struct relay_end *e, bool want_read,
+			    bool want_write);
+	/* Release gracefully: bytes already written are still delivered. */
+	void (*close)(struct relay_end *e);
+	/* Release with a reset (TCP RST / RST_STREAM); buffered bytes dropped. */
+	void (*abort)(struct relay_end *e);
+};
+
+/* Embedded first in every end implementation. */
+struct relay_end {
+	const struct relay_end_ops *ops;
+	struct relay *relay; /* set by relay_start(); NULL before */
+};
+
+/* What an end reports to its relay through relay_end_notify(). */
+enum {
+	RELAY_END_READABLE = 1 << 0,
+	RELAY_END_WRITABLE = 1 << 1,
+	/* The relay asks ops->error() for the errno. */
+	RELAY_END_ERROR = 1 << 2,
+};
+
+/*
+ * Called by an end implementation when it became readable/writable/failed,
+ * from a loop callback of the relay's loop thread. The relay (and the end)
+ * may be finished when this returns: the caller must not touch `e` after.
+ */
+void relay_end_notify(struct relay_end *e, unsigned int what);
+
+/*
+ * A TCP socket end (non-blocking fd, watched on loop `l`). Takes ownership of
+ * fd only on success. 0 and *out, or -errno.
+ */
+int relay_end_tcp_new(struct loop *l, int fd, struct relay_end **out);
+
+/*
+ * Start relaying between two ends on loop `l` (the ends must live on the same
+ * loop). If up_connecting, the upstream end reports RELAY_END_WRITABLE once
+ * its connect finished and ops->error() gives the result; nothing is read
+ * from downstream before that. The relay owns both ends from here on, also on
+ * error (then both are aborted). Returns 0 and sets *out (may be NULL), or
+ * -errno.
+ */
+int relay_start(struct loop *l, struct relay_end *down, struct relay_end *up,
+		bool up_connecting, const struct relay_opts *opts,
+		struct relay **out);
+
+/*
  * Start relaying between two connected/connecting TCP sockets.
  * down_fd: accepted client socket (non-blocking).
  * up_fd: upstream socket; if up_connecting, a non-blocking connect() is in
@@ -73,15 +142,27 @@ struct relay_opts {
 int relay_start_tcp(struct loop *l, int down_fd, int up_fd, bool up_connecting,
 		    const struct relay_opts *opts, struct relay **out);
 
-/* Reset both ends (RST) and finish with RELAY_ABORTED. */
+/*
+ * Reset both ends (RST) and finish with RELAY_ABORTED. Loop thread only. A
+ * no-op on a relay that already finished (e.g. from its own done callback);
+ * the relay is freed at the end of the loop turn its done callback ran in,
+ * so drop the pointer there.
+ */
 void relay_abort(struct relay *r);
 
 enum relay_state relay_get_state(const struct relay *r);
 /* Live byte counts (for metrics that show progress). */
 void relay_get_counts(const struct relay *r, uint64_t *up, uint64_t *down);
 
-/* Number of relays alive on this thread, and pooled buffer memory. */
+/* Number of relays alive on this thread, and buffer memory they hold now. */
 size_t relay_live_count(void);
 size_t relay_buffer_bytes(void);
+/*
+ * Drained buffers kept on this thread's free list for reuse (bounded), and
+ * giving them back to malloc (e.g. before a worker thread exits; thread exit
+ * does it too).
+ */
+size_t relay_pool_idle_bytes(void);
+void relay_pool_trim(void);
 
 #endif
