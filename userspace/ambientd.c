@@ -18,6 +18,7 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -626,6 +627,17 @@ out:
 	return ret;
 }
 
+/* Linux >= major.minor? */
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
+}
+
 int main(int argc, char **argv)
 {
 	struct control *c = calloc(1, sizeof(*c));
@@ -679,6 +691,12 @@ int main(int argc, char **argv)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	c->d.reuseport = kernel_at_least(6, 5);
+	if (!c->d.reuseport && c->o.workers > 1) {
+		log_warn("Linux < 6.5: bpf_sk_assign cannot target SO_REUSEPORT "
+			 "listeners; running 1 worker instead of %d", c->o.workers);
+		c->o.workers = 1;
 	}
 	c->d.node = c->o.node;
 	c->d.relay_buf_size = c->o.buf_size;

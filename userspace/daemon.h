@@ -18,6 +18,9 @@ struct worker;
 struct daemon {
 	const char *node;
 	size_t relay_buf_size;
+	/* bpf_sk_assign accepts SO_REUSEPORT listeners only from Linux 6.5;
+	 * before that there is one listener per port (and one worker). */
+	bool reuseport;
 
 	/* Published snapshot: replaced under state_lock, generation bumped
 	 * after; workers compare generations lock-free every turn. */

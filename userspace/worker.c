@@ -282,8 +282,8 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
-/* Transparent, marked, SO_REUSEPORT listener on 0.0.0.0:port. */
-static int listen_transparent(uint16_t port)
+/* Transparent, marked (SO_REUSEPORT when allowed) listener on 0.0.0.0:port. */
+static int listen_transparent(uint16_t port, bool reuseport)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	int one = 1, mark = AMB_MARK_TUNNEL, fd, err;
@@ -294,7 +294,8 @@ static int listen_transparent(uint16_t port)
 	/* IP_TRANSPARENT: accept connections for foreign destination
 	 * addresses and route our SYN-ACKs from them. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    (reuseport &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
 	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
@@ -348,7 +349,7 @@ static struct worker *worker_new(struct daemon *d, int id)
 	w->state_gen = atomic_load(&d->state_gen);
 	loop_set_wake_hook(w->loop, worker_refresh_state, w);
 	for (int k = 0; k < LISTEN_KINDS; k++) {
-		fd = listen_transparent(listener_info[k].port);
+		fd = listen_transparent(listener_info[k].port, d->reuseport);
 		if (fd < 0) {
 			log_error("cannot listen on %u (%s): %s",
 				  listener_info[k].port, listener_info[k].name,
