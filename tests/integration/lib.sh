@@ -74,11 +74,16 @@ diag() {
 	fi
 }
 
-# Prints the plan and exits 0 if every case passed, 1 otherwise.
+# Prints the plan and exits 0 if every case passed, 1 otherwise (then with
+# the tail of every daemon log as diagnostics).
 tap_done() {
+	local n
 	echo "1..$TAP_N"
 	[ "$TAP_FAILED" -eq 0 ] && exit 0
 	diag "$TAP_FAILED of $TAP_N cases failed"
+	for n in "${AMB_NODES[@]}"; do
+		amb_daemon_diag "$n" 30
+	done
 	exit 1
 }
 
@@ -89,6 +94,34 @@ skip_all() {
 }
 
 # ---------------------------------------------------------------- checks
+
+is_num() {
+	case $1 in '' | *[!0-9]*) return 1 ;; esac
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+wait_for() {
+	local tries=$(($1 * 10))
+	shift
+	until "$@"; do
+		tries=$((tries - 1))
+		[ "$tries" -gt 0 ] || return 1
+		sleep 0.1
+	done
+}
+
+# check_eq WHAT GOT WANT: equality with a diagnostic on mismatch.
+check_eq() {
+	[ "$2" = "$3" ] && return 0
+	diag "$1: got '$2', expected '$3'"
+	return 1
+}
+
+# wait_log FILE PATTERN [SECONDS]: until FILE has a line matching PATTERN
+# (grep -E).
+wait_log() {
+	wait_for "${3:-5}" grep -qE -- "$2" "$1" 2>/dev/null
+}
 
 cgroup2_root() {
 	findmnt -t cgroup2 -n -o TARGET 2>/dev/null | head -1
@@ -319,8 +352,10 @@ amb_daemon_start() {
 	log=$(amb_daemon_log "$n")
 	AMB_DAEMON_ARGS[$n]="$config $*"
 	echo "=== $(date +%T) start: ambientd --node $(amb_node_name "$n") --config $config --cgroup $CG $*" >>"$log"
-	amb_node_exec "$n" "$AMBIENTD" --node "$(amb_node_name "$n")" --config "$config" \
-		--cgroup "$CG" --log-level debug "$@" >>"$log" 2>&1 &
+	# nsenter directly (not amb_node_exec): a backgrounded function runs in a
+	# subshell and $! would be that subshell, not the daemon.
+	nsenter --net="/run/netns/$(amb_node_ns "$n")" "$AMBIENTD" --node "$(amb_node_name "$n")" \
+		--config "$config" --cgroup "$CG" --log-level debug "$@" >>"$log" 2>&1 &
 	AMB_DAEMON_PID[$n]=$!
 	AMB_PIDS+=("$!")
 	amb_daemon_wait_ready "$n"
@@ -377,8 +412,34 @@ amb_counter() {
 	esac
 }
 
+# All counters of node N as sorted, compact JSON (empty if unavailable).
 amb_counters_json() {
-	amb_ctl "$1" counters -o json 2>/dev/null | jq -S . 2>/dev/null
+	amb_ctl "$1" counters -o json 2>/dev/null | jq -cS . 2>/dev/null
+}
+
+# cdelta BEFORE-JSON AFTER-JSON REASON: packets delta, or "?" if unknown.
+cdelta() {
+	local b a
+	b=$(jq -r ".$3.packets // empty" <<<"$1" 2>/dev/null)
+	a=$(jq -r ".$3.packets // empty" <<<"$2" 2>/dev/null)
+	if is_num "$a" && is_num "$b"; then
+		echo $((a - b))
+	else
+		echo "?"
+	fi
+}
+
+# expect_delta LABEL BEFORE AFTER REASON OP N: e.g. "-ge 1" or "-eq 0".
+expect_delta() {
+	local d
+	d=$(cdelta "$2" "$3" "$4")
+	if [ "$d" = "?" ]; then
+		diag "$1: counter $4 unavailable (ambientctl counters -o json)"
+		return 1
+	fi
+	[ "$d" "$5" "$6" ] && return 0
+	diag "$1: counter $4 moved by $d packets, expected $5 $6"
+	return 1
 }
 
 amb_uninstall() {
