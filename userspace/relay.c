@@ -346,6 +346,25 @@ static void dir_fin_sent(struct relay *r, struct relay_dir *d)
 }
 
 /*
+ * Direction d saw EOF and has written everything: shut the sink's write
+ * side (FIN). Returns true when the direction is done or the relay ended.
+ */
+static bool dir_try_fin(struct relay *r, struct relay_dir *d, int dst_idx)
+{
+	int err;
+
+	if (d->state != DIR_EOF || d->len != d->off)
+		return false;
+	err = r->end[dst_idx]->ops->shutdown_write(r->end[dst_idx]);
+	if (err) {
+		fail_end(r, dst_idx, -err);
+		return true;
+	}
+	dir_fin_sent(r, d);
+	return true;
+}
+
+/*
  * Moves bytes of direction `di` until neither reading nor writing makes
  * progress (or RELAY_PUMP_ROUNDS). Each read asks for all free room in the
  * buffer. May finish the relay.
@@ -382,16 +401,8 @@ static void pump(struct relay *r, int di)
 					dir_drop(d);
 			}
 		}
-		if (d->state == DIR_EOF && d->len == d->off) {
-			int err = dst->ops->shutdown_write(dst);
-
-			if (err) {
-				fail_end(r, dst_idx, -err);
-				return;
-			}
-			dir_fin_sent(r, d);
+		if (dir_try_fin(r, d, dst_idx))
 			return;
-		}
 		if (dir_can_read(r, d) && !read_blocked) {
 			if (!d->buf) {
 				d->buf = buf_get(r->buf_size);
@@ -421,6 +432,9 @@ static void pump(struct relay *r, int di)
 		if (!progress)
 			break;
 	}
+	/* EOF read in the last round with nothing left to write: no event
+	 * will come back for this direction, so pass the FIN on now. */
+	dir_try_fin(r, d, dst_idx);
 }
 
 static void on_connected(struct relay *r)

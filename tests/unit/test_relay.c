@@ -443,6 +443,34 @@ static void half_close(bool client_first)
 	one_cleanup(&o);
 }
 
+/*
+ * The request and its FIN are queued before the relay's first read, sized so
+ * that the EOF is read in the last round of one pump() call: the FIN must
+ * still be passed on although no further event comes for that direction.
+ */
+static void test_eof_in_last_round(void)
+{
+	const size_t bufsz = 16 * 1024, n = 7 * bufsz;
+	struct one o;
+
+	ok(one_setup(&o, false, 0, bufsz) == 0, "eof in last round: setup");
+	ok(send(o.c.io.fd, blob, n, 0) == (ssize_t)n &&
+		   shutdown(o.c.io.fd, SHUT_WR) == 0,
+	   "eof in last round: %zu bytes + FIN queued before the relay reads", n);
+	o.s.expect = blob;
+	o.s.expect_len = n;
+	o.s.tx_wait_eof = true;
+	o.s.shut_after_tx = true;
+	o.c.expect_len = 0;
+	one_go(&o, 5000);
+	ok(!o.tc.timed_out && peer_got_all(&o.s),
+	   "eof in last round: server got %zu/%zu bytes and the FIN", o.s.rx_off, n);
+	ok(o.slot.done_calls == 1 && o.slot.s.result == RELAY_OK,
+	   "eof in last round: relay finished RELAY_OK (%s)",
+	   relay_result_name(o.slot.s.result));
+	one_cleanup(&o);
+}
+
 /* The server writes and closes at once: nothing written before close is lost. */
 static void test_write_then_close(void)
 {
@@ -812,6 +840,7 @@ int main(void)
 	test_integrity();
 	half_close(true);
 	half_close(false);
+	test_eof_in_last_round();
 	test_write_then_close();
 	test_close_with_queued_bytes();
 	reset_case(true);
