@@ -8,7 +8,9 @@
  *
  * Both hand TCP to the node's tunnel with bpf_sk_assign: established flows to
  * their socket (full 4-tuple), new flows (SYN) to the right listener. Nothing
- * carrying the tunnel's SO_MARK is ever captured.
+ * carrying the tunnel's SO_MARK is ever captured. Both drop packets that
+ * claim an enrolled pod's address without coming from that pod's veth: the
+ * tunnel takes the source address as the caller's identity.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -43,12 +45,14 @@ int amb_tc_pod(struct __sk_buff *skb)
 
 	if (kind != PKT_TCP)
 		return pass(skb, AMB_R_PASS_NON_TCP);
-	if (excluded(&p))
-		return pass(skb, AMB_R_PASS_EXCLUDED);
 
+	/* Established first: a reply of a tunnel connection is never
+	 * excluded, whatever port the tunnel happened to pick. */
 	sk = lookup_flow(skb, &p);
 	if (sk)
 		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+	if (excluded_outbound(&p))
+		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))
 		return pass(skb, AMB_R_PASS_NO_SOCKET);
 
@@ -75,10 +79,17 @@ int amb_tc_inbound(struct __sk_buff *skb)
 	key.addr = p.daddr;
 	if (!bpf_map_lookup_elem(&amb_pods, &key))
 		return TC_ACT_OK;
+	/* This node's pods only ever send through their own veth (and the
+	 * pod program): their address arriving here is forged. */
+	key.addr = p.saddr;
+	if (bpf_map_lookup_elem(&amb_pods, &key))
+		return drop(skb, AMB_R_DROP_SPOOFED);
 
 	sk = lookup_flow(skb, &p);
 	if (sk)
 		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+	if (excluded_inbound(&p))
+		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))
 		return pass(skb, AMB_R_PASS_NO_SOCKET);
 

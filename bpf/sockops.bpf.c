@@ -40,7 +40,7 @@ static __always_inline int is_pod_socket(struct bpf_sock_ops *skops)
 	struct amb_pod_key key = { .addr = skops->local_ip4 };
 	struct bpf_sock *sk = skops->sk;
 
-	if (!sk || sk->mark == AMB_MARK_TUNNEL)
+	if (!sk || (sk->mark & AMB_MARK_MASK) == AMB_MARK_TUNNEL)
 		return 0;
 	return bpf_map_lookup_elem(&amb_pods, &key) != NULL;
 }

@@ -46,6 +46,7 @@ enum opt_key {
 	OPT_CGROUP,
 	OPT_EXCL_PORT,
 	OPT_EXCL_CIDR,
+	OPT_EXCL_IN_PORT,
 	OPT_BUF,
 	OPT_UNINSTALL_ON_EXIT,
 	OPT_VERSION,
@@ -58,6 +59,7 @@ static const struct cli_opt options[] = {
 	{ "cgroup", OPT_CGROUP, "DIR", "cgroup v2 directory for sockops (default: the cgroup2 mount)" },
 	{ "exclude-port", OPT_EXCL_PORT, "PORT", "never capture pod traffic to this destination port (repeatable)" },
 	{ "exclude-cidr", OPT_EXCL_CIDR, "CIDR", "never capture pod traffic to this network (repeatable)" },
+	{ "exclude-inbound-port", OPT_EXCL_IN_PORT, "PORT", "never capture traffic to pods on this port (repeatable)" },
 	{ "workers", OPT_WORKERS, "N", "worker threads (default: CPUs available, 1..64)" },
 	{ "buffer-size", OPT_BUF, "BYTES", "relay buffer per direction (default 65536)" },
 	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
@@ -74,6 +76,8 @@ struct opts {
 	char cgroup[PATH_MAX];
 	uint16_t excl_ports[MAX_EXCLUDES];
 	size_t n_excl_ports;
+	uint16_t excl_in_ports[MAX_EXCLUDES];
+	size_t n_excl_in_ports;
 	struct bpfctl_cidr excl_nets[MAX_EXCLUDES];
 	size_t n_excl_nets;
 	int workers;
@@ -111,7 +115,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"\nExamples:\n"
 		"  ambientd --node node1 --config /etc/ambientd/config.yaml\n"
-		"  nsenter --net=/run/netns/node1 ambientd -n node1 -c mesh.yaml --exclude-port 22\n"
+		"  nsenter --net=/run/netns/node1 ambientd -n node1 -c mesh.yaml --exclude-inbound-port 22\n"
 		"  ambientd uninstall --node node1\n"
 		"  bpftool map dump pinned /sys/fs/bpf/ambientd/node1/amb_pods\n");
 }
@@ -164,6 +168,14 @@ static int handle_opt(int key, const char *arg, void *ctx)
 			return -1;
 		}
 		o->excl_ports[o->n_excl_ports++] = (uint16_t)v;
+		return 0;
+	case OPT_EXCL_IN_PORT:
+		if (o->n_excl_in_ports == MAX_EXCLUDES || cli_parse_u64(arg, 1, 65535, &v)) {
+			fprintf(stderr, "ambientd: --exclude-inbound-port %s: expected a port 1..65535 (at most %d)\n",
+				arg, MAX_EXCLUDES);
+			return -1;
+		}
+		o->excl_in_ports[o->n_excl_in_ports++] = (uint16_t)v;
 		return 0;
 	case OPT_EXCL_CIDR: {
 		struct bpfctl_cidr *c = &o->excl_nets[o->n_excl_nets];
@@ -555,7 +567,8 @@ static int run(struct control *c)
 	n_nets = c->o.n_excl_nets +
 		 node_addresses(nets + c->o.n_excl_nets, MAX_EXCLUDES);
 	rc = bpfctl_set_exclusions(&c->b, c->o.excl_ports, c->o.n_excl_ports,
-				   nets, n_nets);
+				   nets, n_nets, c->o.excl_in_ports,
+				   c->o.n_excl_in_ports);
 	if (rc) {
 		log_error("setting exclusions: %s", strerror(-rc));
 		goto out;
@@ -643,6 +656,7 @@ int main(int argc, char **argv)
 	struct control *c = calloc(1, sizeof(*c));
 	const char *env_node = getenv("NODE_NAME");
 	struct rlimit rl;
+	bool uninstall;
 	int idx;
 
 	if (!c)
@@ -665,19 +679,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "Try 'ambientd --help'.\n");
 		return 2;
 	}
+	uninstall = idx < argc && strcmp(argv[idx], "uninstall") == 0;
+	if (uninstall) {
+		/* Options may come after the subcommand too. */
+		int rest = cli_parse(argc - idx, argv + idx, options, handle_opt, &c->o);
+
+		if (rest < 0)
+			return 2;
+		idx += rest;
+	}
+	if (idx < argc) {
+		fprintf(stderr, "ambientd: unexpected argument '%s'. Try 'ambientd --help'.\n",
+			argv[idx]);
+		return 2;
+	}
 	if (!bpfctl_node_name_valid(c->o.node)) {
 		fprintf(stderr, "ambientd: node name '%s' is not usable; pass --node\n", c->o.node);
 		return 2;
 	}
 	log_set_tag(c->o.node);
-	if (idx < argc && strcmp(argv[idx], "uninstall") == 0) {
+	if (uninstall) {
 		if (bpfctl_ensure_bpffs(c->o.bpffs))
 			return 1;
 		return bpfctl_uninstall(c->o.bpffs, c->o.node) ? 1 : 0;
-	}
-	if (idx < argc) {
-		fprintf(stderr, "ambientd: unknown command '%s'. Try 'ambientd --help'.\n", argv[idx]);
-		return 2;
 	}
 	if (!c->o.config) {
 		fprintf(stderr, "ambientd: --config FILE is required (the local config, ztunnel schema)\n");

@@ -508,7 +508,8 @@ static int map_clear(int fd, size_t key_size)
 }
 
 int bpfctl_set_exclusions(struct bpfctl *b, const uint16_t *ports, size_t n_ports,
-			  const struct bpfctl_cidr *nets, size_t n_nets)
+			  const struct bpfctl_cidr *nets, size_t n_nets,
+			  const uint16_t *in_ports, size_t n_in_ports)
 {
 	__u8 one = 1;
 	int err;
@@ -516,8 +517,11 @@ int bpfctl_set_exclusions(struct bpfctl *b, const uint16_t *ports, size_t n_port
 	err = map_clear(b->excl_port_fd, sizeof(struct amb_excl_port_key));
 	if (!err)
 		err = map_clear(b->excl_net_fd, sizeof(struct amb_lpm_key));
-	for (size_t i = 0; !err && i < n_ports; i++) {
-		struct amb_excl_port_key k = { .port = ports[i] };
+	for (size_t i = 0; !err && i < n_ports + n_in_ports; i++) {
+		struct amb_excl_port_key k = {
+			.port = i < n_ports ? ports[i] : in_ports[i - n_ports],
+			.direction = i < n_ports ? AMB_DIR_OUTBOUND : AMB_DIR_INBOUND,
+		};
 
 		if (bpf_map_update_elem(b->excl_port_fd, &k, &one, BPF_ANY) < 0)
 			err = -errno;

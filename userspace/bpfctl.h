@@ -75,14 +75,16 @@ int bpfctl_attach_inbound_all(struct bpfctl *b);
 /* Attach (or re-point the pinned link of) sockops to a cgroup v2 dir. */
 int bpfctl_attach_cgroup(struct bpfctl *b, const char *cgroup_dir);
 
-/* Replace the exclusion maps' contents. ports host order, nets network
- * order with prefix lengths. */
+/* Replace the exclusion maps' contents: outbound destination ports and
+ * CIDRs (pod egress), inbound ports (towards pods). Ports in host order,
+ * CIDRs in network order with prefix lengths. */
 struct bpfctl_cidr {
 	uint32_t addr;
 	uint8_t prefixlen;
 };
 int bpfctl_set_exclusions(struct bpfctl *b, const uint16_t *ports, size_t n_ports,
-			  const struct bpfctl_cidr *nets, size_t n_nets);
+			  const struct bpfctl_cidr *nets, size_t n_nets,
+			  const uint16_t *in_ports, size_t n_in_ports);
 
 /* Sum the per-CPU counters into out[AMB_R_MAX]. */
 int bpfctl_read_counters(struct bpfctl *b, struct amb_counter *out);

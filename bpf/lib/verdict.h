@@ -37,13 +37,24 @@ static __always_inline int drop(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_SHOT;
 }
 
-static __always_inline int excluded(const struct pkt *p)
+/* Pod egress to an excluded destination port or CIDR? */
+static __always_inline int excluded_outbound(const struct pkt *p)
 {
 	struct amb_lpm_key k = { .prefixlen = 32, .addr = p->daddr };
-	struct amb_excl_port_key pk = { .port = bpf_ntohs(p->dport) };
+	struct amb_excl_port_key pk = { .port = bpf_ntohs(p->dport),
+					.direction = AMB_DIR_OUTBOUND };
 
 	return bpf_map_lookup_elem(&amb_excl_port, &pk) ||
 	       bpf_map_lookup_elem(&amb_excl_net, &k);
+}
+
+/* Traffic towards a pod on an excluded inbound port? */
+static __always_inline int excluded_inbound(const struct pkt *p)
+{
+	struct amb_excl_port_key pk = { .port = bpf_ntohs(p->dport),
+					.direction = AMB_DIR_INBOUND };
+
+	return bpf_map_lookup_elem(&amb_excl_port, &pk) != NULL;
 }
 
 /*

@@ -74,9 +74,14 @@ struct amb_lpm_key {
 	__u32 addr; /* network order */
 };
 
+/* amb_excl_port: destination ports never captured, per direction. */
+#define AMB_DIR_OUTBOUND 0 /* pod -> anywhere (pod's veth) */
+#define AMB_DIR_INBOUND 1  /* anywhere -> pod (Istio's excludeInboundPorts) */
+
 struct amb_excl_port_key {
-	__u16 port; /* host order */
-	__u16 pad;
+	__u16 port;     /* host order */
+	__u8 direction; /* AMB_DIR_* */
+	__u8 pad;
 };
 
 /* amb_socks: live TCP sockets of enrolled pods, keyed by socket cookie. */

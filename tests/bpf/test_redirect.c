@@ -47,12 +47,13 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define NONE	      (-1) /* no counter may move */
 
-#define POD_IP	  "10.0.0.5"  /* enrolled on ifindex 1 (lo) */
-#define POD2_IP	  "10.0.0.6"  /* enrolled on ifindex 7 (another veth) */
-#define STRANGER  "10.0.0.99" /* not enrolled */
-#define REMOTE	  "10.1.2.3"
-#define EXCL_NET  "192.168.50.0" /* excluded /24 */
+#define POD_IP	  "198.18.9.5"  /* enrolled on ifindex 1 (lo) */
+#define POD2_IP	  "198.18.9.6"  /* enrolled on ifindex 7 (another veth) */
+#define STRANGER  "198.18.9.99" /* not enrolled */
+#define REMOTE	  "198.19.2.3"
+#define EXCL_NET  "198.18.50.0" /* excluded /24 */
 #define EXCL_PORT 8080
+#define EXCL_IN_PORT 2222
 #define LO	  1
 
 #define F_FIN 0x01
@@ -484,7 +485,7 @@ static const struct tcase no_listener_cases[] = {
      AMB_R_DROP_MALFORMED, SAME},
     {"pod: version 6 in an IPv4 frame", POD, SYN(.dport = 80, .version = 6), 0,
      0, TC_ACT_SHOT, AMB_R_DROP_MALFORMED, SAME},
-    /* amb_tc_pod: exclusions (port 8080, 192.168.50.0/24) */
+    /* amb_tc_pod: exclusions (port 8080, 198.18.50.0/24) */
     {"pod: IHL 6 (options), ACK to excluded port", POD,
      ACK(.dport = EXCL_PORT, .ihl = 6), 0, 0, TC_ACT_OK, AMB_R_PASS_EXCLUDED,
      SAME},
@@ -497,10 +498,10 @@ static const struct tcase no_listener_cases[] = {
     {"pod: SYN to excluded port (no refusal)", POD, SYN(.dport = EXCL_PORT), 0,
      0, TC_ACT_OK, AMB_R_PASS_EXCLUDED, SAME},
     {"pod: SYN into excluded /24", POD,
-     SYN(.dst = "192.168.50.77", .dport = 443), 0, 0, TC_ACT_OK,
+     SYN(.dst = "198.18.50.77", .dport = 443), 0, 0, TC_ACT_OK,
      AMB_R_PASS_EXCLUDED, SAME},
     {"pod: ACK just outside excluded /24", POD,
-     ACK(.dst = "192.168.51.1", .dport = 443), 0, 0, TC_ACT_OK,
+     ACK(.dst = "198.18.51.1", .dport = 443), 0, 0, TC_ACT_OK,
      AMB_R_PASS_NO_SOCKET, SAME},
     /* amb_tc_pod: no socket */
     {"pod: ACK without socket", POD, ACK(.dport = 80), 0, 0, TC_ACT_OK,
@@ -549,6 +550,17 @@ static const struct tcase no_listener_cases[] = {
     {"inbound: SYN to pod:80, no listener", INBOUND,
      SYN(.src = REMOTE, .dst = POD_IP, .dport = 80), 0, 0, TC_ACT_REDIRECT,
      AMB_R_REFUSED_NO_LISTENER, RST},
+    /* Exclusions are per direction: outbound ports never stop inbound
+     * capture and inbound ports never stop a pod's outbound capture. */
+    {"inbound: SYN to an excluded inbound port", INBOUND,
+     SYN(.src = REMOTE, .dst = POD_IP, .dport = EXCL_IN_PORT), 0, 0,
+     TC_ACT_OK, AMB_R_PASS_EXCLUDED, SAME},
+    {"inbound: SYN to an outbound-only excluded port is captured", INBOUND,
+     SYN(.src = REMOTE, .dst = POD_IP, .dport = EXCL_PORT), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_NO_LISTENER, RST},
+    {"pod: SYN to an inbound-only excluded port is captured", POD,
+     SYN(.src = POD_IP, .dst = REMOTE, .dport = EXCL_IN_PORT), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_NO_LISTENER, RST},
     {"inbound: SYN carrying data, no listener", INBOUND,
      SYN(.src = REMOTE, .dst = POD_IP, .dport = 80, .payload = 1), 0, 0,
      TC_ACT_SHOT, AMB_R_DROP_NO_LISTENER, SAME},
@@ -649,12 +661,16 @@ static int enroll(const char *addr, uint32_t ifindex)
 static int setup_maps(void)
 {
 	struct amb_excl_port_key pk = {.port = EXCL_PORT};
+	struct amb_excl_port_key ipk = {.port = EXCL_IN_PORT,
+					.direction = AMB_DIR_INBOUND};
 	struct amb_lpm_key nk = {.prefixlen = 24, .addr = ip4(EXCL_NET)};
 	uint8_t one = 1;
 
 	if (enroll(POD_IP, LO) || enroll(POD2_IP, 7))
 		return -errno;
 	if (bpf_map_update_elem(bpf_map__fd(skel->maps.amb_excl_port), &pk,
+				&one, BPF_ANY) ||
+	    bpf_map_update_elem(bpf_map__fd(skel->maps.amb_excl_port), &ipk,
 				&one, BPF_ANY) ||
 	    bpf_map_update_elem(bpf_map__fd(skel->maps.amb_excl_net), &nk, &one,
 				BPF_ANY))
@@ -684,8 +700,10 @@ static int count_default_pins(void)
 static void established_cases(void)
 {
 	int lfd = listen_on("127.0.0.1", 0, false), cfd = -1, afd = -1;
+	int c2fd = -1, a2fd = -1;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	uint16_t sport, cport;
+	struct sockaddr_in from2 = {.sin_family = AF_INET};
+	uint16_t sport, cport, c2port;
 	socklen_t l = sizeof(sa);
 
 	if (!ok(lfd >= 0, "established: listener on 127.0.0.1"))
@@ -699,6 +717,15 @@ static void established_cases(void)
 		"established: connection 127.0.0.1 -> :%u", sport))
 		goto out;
 	cport = local_port(cfd);
+	/* A second client from 127.0.0.2, an address that is not enrolled. */
+	from2.sin_addr.s_addr = ip4("127.0.0.2");
+	c2fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!ok(c2fd >= 0 && !bind(c2fd, (struct sockaddr *)&from2, l) &&
+		    !connect(c2fd, (struct sockaddr *)&sa, l) &&
+		    (a2fd = accept(lfd, NULL, NULL)) >= 0,
+		"established: connection 127.0.0.2 -> 127.0.0.1:%u", sport))
+		goto out;
+	c2port = local_port(c2fd);
 	if (!ok(enroll("127.0.0.1", LO) == 0, "established: enroll 127.0.0.1"))
 		goto out;
 
@@ -717,9 +744,18 @@ static void established_cases(void)
 			 .sport = cport ^ 1, .dport = sport),
 		     0, 0, TC_ACT_OK, AMB_R_PASS_NO_SOCKET, SAME},
 		    {"established: inbound ACK to the enrolled side", INBOUND,
+		     TCP(.flags = F_ACK, .src = "127.0.0.2", .dst = "127.0.0.1",
+			 .sport = c2port, .dport = sport),
+		     0, 0, TC_ACT_SHOT, AMB_R_DROP_ASSIGN_FAILED, SAME},
+		    /* Only the pod's own veth may carry its address. */
+		    {"established: inbound claiming an enrolled pod's source", INBOUND,
 		     TCP(.flags = F_ACK, .src = "127.0.0.1", .dst = "127.0.0.1",
 			 .sport = cport, .dport = sport),
-		     0, 0, TC_ACT_SHOT, AMB_R_DROP_ASSIGN_FAILED, SAME},
+		     0, 0, TC_ACT_SHOT, AMB_R_DROP_SPOOFED, SAME},
+		    {"established: inbound SYN claiming an enrolled pod's source", INBOUND,
+		     TCP(.flags = F_SYN, .src = "127.0.0.1", .dst = "127.0.0.1",
+			 .sport = 40000, .dport = 80),
+		     0, 0, TC_ACT_SHOT, AMB_R_DROP_SPOOFED, SAME},
 		    {"established: inbound with tunnel mark", INBOUND,
 		     TCP(.flags = F_ACK, .src = "127.0.0.1", .dst = "127.0.0.1",
 			 .sport = cport, .dport = sport),
@@ -751,6 +787,10 @@ static void established_cases(void)
 		run_case(&tw);
 	}
 out:
+	if (a2fd >= 0)
+		close(a2fd);
+	if (c2fd >= 0)
+		close(c2fd);
 	if (afd >= 0)
 		close(afd);
 	if (cfd >= 0)

@@ -54,8 +54,10 @@ EOF2
 	amb_pod_bg 2 1 "$AMB_WORK/http.log" socat TCP-LISTEN:8080,reuseaddr,fork \
 		EXEC:"/bin/sh $AMB_WORK/http.sh"
 	amb_wait_listen "$(amb_pod_ns 2 1)" 8080 5 || return 1
-	amb_daemon_start 1 "$AMB_WORK/mesh.yaml" --exclude-port "$EXCLUDED_PORT" &&
-		amb_daemon_start 2 "$AMB_WORK/mesh.yaml" --exclude-port "$EXCLUDED_PORT"
+	amb_daemon_start 1 "$AMB_WORK/mesh.yaml" --exclude-port "$EXCLUDED_PORT" \
+		--exclude-inbound-port "$EXCLUDED_PORT" &&
+		amb_daemon_start 2 "$AMB_WORK/mesh.yaml" --exclude-port "$EXCLUDED_PORT" \
+			--exclude-inbound-port "$EXCLUDED_PORT"
 }
 
 # Waits until node N's counters stop moving (0.5 s apart), up to 5 s, and
@@ -294,7 +296,7 @@ case_excluded_port_out() {
 }
 
 # Inbound: node 2 does not capture a connection to its enrolled pod's
-# excluded port either (what `--exclude-port 22` for SSH into pods needs).
+# --exclude-inbound-port (Istio's excludeInboundPorts, e.g. SSH into pods).
 case_excluded_port_in() {
 	local b2 a2 seen rc=0
 	b2=$(amb_counters_json 2)
