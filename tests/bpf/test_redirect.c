@@ -43,6 +43,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "bpf_test.h"
+#include "bpfctl.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define NONE	      (-1) /* no counter may move */
@@ -63,21 +65,6 @@
 
 static const uint8_t mac_pod[6] = {0x02, 0xaa, 0, 0, 0, 0x05};
 static const uint8_t mac_node[6] = {0x02, 0xbb, 0, 0, 0, 0x01};
-
-static const char *const reason_names[AMB_R_MAX] = {
-    [AMB_R_ASSIGN_ESTABLISHED] = "assign_established",
-    [AMB_R_ASSIGN_OUTBOUND] = "assign_outbound",
-    [AMB_R_ASSIGN_INBOUND] = "assign_inbound",
-    [AMB_R_ASSIGN_HBONE] = "assign_hbone",
-    [AMB_R_PASS_NON_TCP] = "pass_non_tcp",
-    [AMB_R_PASS_EXCLUDED] = "pass_excluded",
-    [AMB_R_PASS_NO_SOCKET] = "pass_no_socket",
-    [AMB_R_DROP_SPOOFED] = "drop_spoofed",
-    [AMB_R_DROP_NO_LISTENER] = "drop_no_listener",
-    [AMB_R_DROP_ASSIGN_FAILED] = "drop_assign_failed",
-    [AMB_R_DROP_MALFORMED] = "drop_malformed",
-    [AMB_R_REFUSED_NO_LISTENER] = "refused_no_listener",
-};
 
 static struct amb_redirect *skel;
 static int ncpus;
@@ -326,7 +313,7 @@ static const char *counter_diff(const struct counters *a,
 			n += snprintf(
 			    buf + n, sizeof(buf) - n,
 			    " %s: +%llu pkts +%llu bytes (want +%llu/+%llu);",
-			    reason_names[k], (unsigned long long)dp,
+			    bpfctl_reason_name(k), (unsigned long long)dp,
 			    (unsigned long long)db, (unsigned long long)wp,
 			    (unsigned long long)wb);
 	}
@@ -431,7 +418,7 @@ static void run_case(const struct tcase *c)
 	else
 		ok(!*diff,
 		   "%s: counter %s moved by 1 pkt/%zu bytes, no other:%s",
-		   c->name, reason_names[c->reason], len, diff);
+		   c->name, bpfctl_reason_name(c->reason), len, diff);
 	ok(r.ctx.mark == c->mark, "%s: skb mark 0x%x (want 0x%x)", c->name,
 	   r.ctx.mark, c->mark);
 	if (c->out == SAME)
@@ -600,25 +587,6 @@ static const struct tcase inbound_listener_cases[] = {
 
 /* ---- namespace, maps, sockets ------------------------------------------- */
 
-static int lo_up(void)
-{
-	struct ifreq ifr = {0};
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int err = 0;
-
-	if (fd < 0)
-		return -errno;
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
-		err = -errno;
-	} else {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-			err = -errno;
-	}
-	close(fd);
-	return err;
-}
 
 static int listen_on(const char *addr, uint16_t port, bool transparent)
 {

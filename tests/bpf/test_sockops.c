@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "bpf_test.h"
 
 #ifndef SO_COOKIE
 #define SO_COOKIE 57
@@ -55,25 +56,6 @@ static int on_event(void *ctx, void *data, size_t len)
 	return 0;
 }
 
-static int lo_up(void)
-{
-	struct ifreq ifr = {0};
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int err = 0;
-
-	if (fd < 0)
-		return -errno;
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
-		err = -errno;
-	} else {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-			err = -errno;
-	}
-	close(fd);
-	return err;
-}
 
 static int find_cgroup2(void)
 {
