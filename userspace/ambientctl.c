@@ -16,6 +16,7 @@
 
 #include "bpfctl.h"
 #include "cli.h"
+#include "ctlsock.h"
 #include "log.h"
 #include "rtnl.h"
 
@@ -279,12 +280,39 @@ static int cmd_unenroll(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+/* Ask the running daemon; explain clearly when there is none. */
+static int daemon_request(struct ctl *c, const char *cmd, char **answer)
+{
+	int err = ctlsock_request(c->node, cmd, answer);
+
+	if (err == -ENOENT || err == -ECONNREFUSED)
+		fprintf(stderr, "ambientctl: no ambientd is running for node '%s' "
+			"(no control socket at %s/%s.sock)\n", c->node,
+			CTLSOCK_DIR, c->node);
+	else if (err)
+		fprintf(stderr, "ambientctl: asking the daemon of node '%s': %s\n",
+			c->node, strerror(-err));
+	return err;
+}
+
+static int cmd_status(struct ctl *c, int argc, char **argv)
+{
+	char *answer = NULL;
+
+	if (daemon_request(c, "status", &answer))
+		return 1;
+	fputs(answer, stdout);
+	free(answer);
+	return 0;
+}
+
 static const struct command commands[] = {
 	{ "pods", "", "enrolled pods: address, host veth, who enrolled it", 0, cmd_pods },
 	{ "counters", "", "BPF verdict counters by reason (packets, bytes)", 0, cmd_counters },
 	{ "sockets", "", "pod TCP sockets tracked by sockops (RTT, retransmits)", 0, cmd_sockets },
 	{ "enroll", "POD_IP", "capture a pod ad hoc (its veth found by route lookup)", 1, cmd_enroll },
 	{ "unenroll", "POD_IP", "stop capturing a pod", 1, cmd_unenroll },
+	{ "status", "", "the running daemon: config generation, workers, connections (JSON)", 0, cmd_status },
 	{ 0 },
 };
 

@@ -25,6 +25,7 @@
 #include "bpfctl.h"
 #include "cli.h"
 #include "config.h"
+#include "ctlsock.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
@@ -90,13 +91,14 @@ struct control {
 	struct daemon d;
 	struct bpfctl b;
 	struct loop *loop;
-	struct loop_io sig_io, ino_io, rtnl_io, ring_io;
+	struct loop_io sig_io, ino_io, rtnl_io, ring_io, ctl_io;
 	struct loop_timer reload_timer, retry_timer;
 	struct ring_buffer *ring;
 	int ino_fd;
 	char cfg_dir[PATH_MAX];
 	char cfg_base[PATH_MAX];
 	uLong cfg_crc; /* of the file content now in force */
+	char ctl_path[128];
 	uint64_t sock_events[AMB_SE_CLOSE + 1];
 };
 
@@ -491,6 +493,39 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
+/* ---- control socket -------------------------------------------------- */
+
+static int ctl_handle(const char *cmd, FILE *out, void *arg)
+{
+	struct control *c = arg;
+
+	if (strcmp(cmd, "status") == 0) {
+		struct state *st = daemon_state_get(&c->d);
+
+		fprintf(out,
+			"{\"node\":\"%s\",\"version\":\"%s\",\"config\":\"%s\","
+			"\"config_generation\":%llu,\"workloads\":%zu,"
+			"\"workers\":%d,\"connections\":%zu,"
+			"\"sockops_events\":{\"open\":%llu,\"state\":%llu,"
+			"\"retrans\":%llu,\"close\":%llu}}\n",
+			c->o.node, AMBIENTD_VERSION, c->o.config,
+			(unsigned long long)st->generation, st->n_workloads,
+			c->d.n_workers, workers_live_connections(&c->d),
+			(unsigned long long)c->sock_events[AMB_SE_OPEN],
+			(unsigned long long)c->sock_events[AMB_SE_STATE],
+			(unsigned long long)c->sock_events[AMB_SE_RETRANS],
+			(unsigned long long)c->sock_events[AMB_SE_CLOSE]);
+		state_unref(st);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static void on_ctl(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	ctlsock_serve_one(io->fd, ctl_handle, io->arg);
+}
+
 /* ---- setup ------------------------------------------------------------ */
 
 /* The node's own addresses: pods reach them (health probes, DNS on the
@@ -610,6 +645,17 @@ static int run(struct control *c)
 		loop_io_update(c->loop, &c->ring_io, EPOLLIN);
 	}
 
+	ctlsock_path(c->ctl_path, sizeof(c->ctl_path), c->o.node);
+	fd = ctlsock_listen(c->ctl_path);
+	if (fd >= 0) {
+		loop_io_init(&c->ctl_io, fd, on_ctl, c);
+		loop_io_update(c->loop, &c->ctl_io, EPOLLIN);
+	} else {
+		log_warn("control socket %s: %s (ambientctl status/certificates "
+			 "will not reach this daemon)", c->ctl_path, strerror(-fd));
+		c->ctl_path[0] = '\0';
+	}
+
 	schedule_retry(c, reconcile(c));
 	rc = bpfctl_attach_cgroup(&c->b, c->o.cgroup);
 	if (rc) {
@@ -622,6 +668,8 @@ static int run(struct control *c)
 	loop_run(c->loop);
 	ret = 0;
 out_loop:
+	if (c->ctl_path[0])
+		unlink(c->ctl_path);
 	ring_buffer__free(c->ring);
 	loop_free(c->loop);
 out_workers:

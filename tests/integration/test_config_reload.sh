@@ -106,9 +106,15 @@ log_rejection() {
 	grep -F "config rejected" "$1" | grep -qF "$2"
 }
 
+# status_field NAME: a field of `ambientctl status` (the running daemon's view).
+status_field() {
+	amb_ctl 1 status | jq -r ".$1"
+}
+
 case_bad_reload() {
 	local log rc=0
 	log=$(amb_daemon_log 1)
+	GEN_BEFORE=$(status_field config_generation)
 	write_bad_config "$AMB_WORK/next.yaml"
 	amb_replace_file "$CONF" <"$AMB_WORK/next.yaml"
 	if ! wait_for 5 log_rejection "$log" "$BAD_PATH"; then
@@ -124,7 +130,9 @@ case_bad_reload() {
 }
 
 case_old_config_in_force() {
-	local rc=0
+	local rc=0 gen
+	gen=$(status_field config_generation)
+	check_eq "config generation after the rejected file" "$gen" "$GEN_BEFORE" || rc=1
 	pods_lists "$N1P1" || rc=1
 	pods_lacks "$N1P3" || {
 		diag "$N1P3 (valid part of the rejected file) got enrolled"
@@ -151,6 +159,12 @@ case_good_reload_enrolls() {
 	fi
 	captured 1 2 || rc=1
 	captured 1 1 || rc=1
+	# The daemon's own view moved on too.
+	[ "$(status_field config_generation)" -gt "$GEN_BEFORE" ] || {
+		diag "ambientctl status still reports generation $GEN_BEFORE"
+		rc=1
+	}
+	check_eq "workloads in the daemon's config" "$(status_field workloads)" 2 || rc=1
 	return "$rc"
 }
 
