@@ -17,15 +17,12 @@
 #include <unistd.h>
 
 #include "ambientd/bpf_shared.h"
+#include "connector.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "relay.h"
 #include "state.h"
-
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_BATCH 64
@@ -168,35 +165,6 @@ static void reset_close(int fd)
 	close(fd);
 }
 
-/*
- * Non-blocking connect to dst with src's address as our source (the server
- * sees the real client). Returns the connecting fd or -errno.
- */
-static int connect_as(const struct sockaddr_in *src, const struct sockaddr_in *dst)
-{
-	struct sockaddr_in bind_addr = { .sin_family = AF_INET,
-					 .sin_addr = src->sin_addr };
-	int one = 1, mark = AMB_MARK_TUNNEL, fd, err;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ||
-	    /* Pick the port at connect time: unique per 4-tuple, not per IP. */
-	    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
-	    bind(fd, (struct sockaddr *)&bind_addr, sizeof(bind_addr)) < 0)
-		goto fail;
-	if (connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) < 0 &&
-	    errno != EINPROGRESS)
-		goto fail;
-	return fd;
-fail:
-	err = -errno;
-	close(fd);
-	return err;
-}
-
 static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 {
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
@@ -245,7 +213,7 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 		  workload_label(w->state, c->dst.sin_addr.s_addr, wb, sizeof(wb)),
 		  c->route == ROUTE_LOCAL ? "local delivery" : "passthrough");
 
-	up = connect_as(&c->src, &c->dst);
+	up = sock_connect_as(&c->src, &c->dst);
 	if (up < 0) {
 		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
 			 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(-up));
