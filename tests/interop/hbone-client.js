@@ -375,11 +375,11 @@ function runHbone() {
 		req.on('close', () => {
 			result.rstCode = req.rstCode;
 			if (status === null)
-				finish(false, `stream closed before a response (RST_STREAM code ${req.rstCode})`);
+				failed(`stream closed before a response (RST_STREAM code ${req.rstCode})`);
 			else if (status === 200 && result.phase !== 'done')
 				finish(false, `stream closed in phase data (RST_STREAM code ${req.rstCode})`);
 		});
-		req.on('error', (e) => finish(false, `stream: ${e.message}`));
+		req.on('error', (e) => failed(`stream: ${e.message}`));
 	};
 	// The `forwarded` value needs our local port, known once TCP is up.
 	if (sock.connecting)
