@@ -1,0 +1,630 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * HBONE TLS over real loopback TCP: both ends are tls_conns on one loop in
+ * this thread. Handshake cases check what each side sees (ALPN, identities,
+ * the refusal sentence); transfer cases move 32 MiB each way at once and
+ * check the bytes and the buffer bounds.
+ */
+#include "ca.h"
+#include "loop.h"
+#include "tap.h"
+#include "tls.h"
+
+#include <openssl/err.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MiB	  (1024 * 1024)
+#define TD	  "cluster.local"
+#define CLIENT_ID "spiffe://cluster.local/ns/a/sa/client"
+#define SERVER_ID "spiffe://cluster.local/ns/b/sa/server"
+
+static char dir_a[] = "/tmp/test_tls_a.XXXXXX";
+static char dir_b[] = "/tmp/test_tls_b.XXXXXX";
+static struct ca *ca_a, *ca_b;
+static int lfd;
+static struct sockaddr_in laddr;
+static uint8_t *blob_up, *blob_down;
+static uint8_t scratch[256 * 1024];
+
+struct pair;
+
+struct ep {
+	struct pair *p;
+	const char *name;
+	struct tls_conn *c;
+	bool server;
+	/* handshake */
+	bool hs_done, hs_ok;
+	char hs_err[256];
+	char peer_id[256];
+	/* sending */
+	const uint8_t *tx;
+	size_t tx_len, tx_off;
+	bool got_eagain;
+	bool shut;   /* everything sent and close_notify queued */
+	bool paused; /* do not read until resumed */
+	/* receiving */
+	const uint8_t *rx_ref;
+	size_t rx_len, rx_off;
+	bool mismatch, eof;
+	int read_err;
+	char read_msg[256];
+	/* observations */
+	size_t max_pending, max_buffers;
+	bool done;
+};
+
+struct pair {
+	struct loop *l;
+	struct ep cli, srv;
+	struct loop_timer deadline;
+	bool timed_out;
+	int pending;
+};
+
+static void ep_finish(struct ep *e)
+{
+	if (e->done)
+		return;
+	e->done = true;
+	if (--e->p->pending == 0)
+		loop_stop(e->p->l);
+}
+
+static void ep_observe(struct ep *e)
+{
+	if (tls_conn_out_pending(e->c) > e->max_pending)
+		e->max_pending = tls_conn_out_pending(e->c);
+	if (tls_conn_buffer_bytes(e->c) > e->max_buffers)
+		e->max_buffers = tls_conn_buffer_bytes(e->c);
+}
+
+/* Done when refused/failed, or when both directions finished. */
+static void ep_check(struct ep *e)
+{
+	if (e->read_err || (e->eof && e->shut))
+		ep_finish(e);
+}
+
+static void ep_send(struct ep *e)
+{
+	while (e->tx_off < e->tx_len) {
+		ssize_t n = tls_conn_write(e->c, e->tx + e->tx_off,
+					   e->tx_len - e->tx_off);
+
+		ep_observe(e);
+		if (n == -EAGAIN) {
+			e->got_eagain = true;
+			return;
+		}
+		if (n < 0) {
+			e->read_err = (int)n;
+			ep_finish(e);
+			return;
+		}
+		e->tx_off += n;
+	}
+	tls_conn_shutdown(e->c);
+	e->shut = true;
+	tls_conn_want(e->c, !e->paused, false);
+	ep_check(e);
+}
+
+static void on_handshake(struct tls_conn *c, bool ok, const char *err,
+			 void *arg)
+{
+	struct ep *e = arg;
+
+	e->hs_done = true;
+	e->hs_ok = ok;
+	if (!ok) {
+		snprintf(e->hs_err, sizeof(e->hs_err), "%s", err);
+		ep_finish(e);
+		return;
+	}
+	tls_peer_identity(tls_conn_ssl(c), e->peer_id, sizeof(e->peer_id));
+	tls_conn_want(c, !e->paused, true);
+}
+
+static void on_readable(struct tls_conn *c, void *arg)
+{
+	struct ep *e = arg;
+
+	for (;;) {
+		ssize_t n = tls_conn_read(c, scratch, sizeof(scratch));
+
+		if (n == -EAGAIN)
+			break;
+		if (n == 0) {
+			e->eof = true;
+			tls_conn_want(c, false, !e->shut);
+			break;
+		}
+		if (n < 0) {
+			e->read_err = (int)n;
+			snprintf(e->read_msg, sizeof(e->read_msg), "%s",
+				 tls_conn_error(c) ? tls_conn_error(c) : "");
+			tls_conn_want(c, false, false);
+			break;
+		}
+		if (e->rx_off + n > e->rx_len ||
+		    memcmp(scratch, e->rx_ref + e->rx_off, n))
+			e->mismatch = true;
+		e->rx_off += n;
+	}
+	ep_observe(e);
+	ep_check(e);
+}
+
+static void on_writable(struct tls_conn *c, void *arg)
+{
+	ep_send(arg);
+}
+
+static const struct tls_conn_cbs cbs = {
+    .on_handshake = on_handshake,
+    .on_readable = on_readable,
+    .on_writable = on_writable,
+};
+
+static void on_deadline(struct loop *l, struct loop_timer *t)
+{
+	struct pair *p = t->arg;
+
+	p->timed_out = true;
+	loop_stop(l);
+}
+
+static void tcp_pair(int *cfd, int *sfd)
+{
+	int one = 1;
+
+	*cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (connect(*cfd, (struct sockaddr *)&laddr, sizeof(laddr)) < 0)
+		perror("connect");
+	*sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	fcntl(*cfd, F_SETFL, fcntl(*cfd, F_GETFL) | O_NONBLOCK);
+	setsockopt(*cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(*sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Set up both ends; tx/rx empty means "shut down right after the handshake". */
+static bool pair_start(struct pair *p, SSL_CTX *cctx, SSL_CTX *sctx)
+{
+	int cfd, sfd;
+
+	p->l = loop_new();
+	p->cli.p = p->srv.p = p;
+	p->cli.name = "client";
+	p->srv.name = "server";
+	p->srv.server = true;
+	p->cli.rx_ref = p->srv.tx;
+	p->cli.rx_len = p->srv.tx_len;
+	p->srv.rx_ref = p->cli.tx;
+	p->srv.rx_len = p->cli.tx_len;
+	p->pending = 2;
+	tcp_pair(&cfd, &sfd);
+	if (tls_conn_new(p->l, cfd, cctx, false, &cbs, &p->cli, &p->cli.c) ||
+	    tls_conn_new(p->l, sfd, sctx, true, &cbs, &p->srv, &p->srv.c)) {
+		ok(0, "tls_conn_new");
+		return false;
+	}
+	loop_timer_init(&p->deadline, on_deadline, p);
+	loop_timer_arm(p->l, &p->deadline, 20000);
+	return true;
+}
+
+static void pair_run(struct pair *p)
+{
+	loop_run(p->l);
+}
+
+static void pair_end(struct pair *p)
+{
+	loop_timer_disarm(p->l, &p->deadline);
+	if (p->cli.c)
+		tls_conn_abort(p->cli.c);
+	if (p->srv.c)
+		tls_conn_abort(p->srv.c);
+	loop_free(p->l);
+}
+
+static SSL_CTX *server_ctx(struct ca *ca, const char *id)
+{
+	struct leaf *l = NULL;
+	SSL_CTX *ctx;
+
+	if (ca_issue(ca, id, 3600, &l))
+		return NULL;
+	ctx = tls_ctx_server(l, ca_trust_store(ca_a), TD);
+	leaf_unref(l); /* the context holds its own references */
+	return ctx;
+}
+
+static SSL_CTX *client_ctx_leaf(struct leaf *l)
+{
+	SSL_CTX *ctx = tls_ctx_client(l, ca_trust_store(ca_a));
+
+	leaf_unref(l);
+	return ctx;
+}
+
+static SSL_CTX *client_ctx(struct ca *ca, const char *id)
+{
+	struct leaf *l = NULL;
+
+	if (ca_issue(ca, id, 3600, &l))
+		return NULL;
+	return client_ctx_leaf(l);
+}
+
+/* ---- handshakes ---- */
+
+static void test_good(void)
+{
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	const char *yes[] = {"spiffe://cluster.local/ns/x/sa/y", SERVER_ID};
+	const char *no[] = {"spiffe://cluster.local/ns/b/sa/other",
+			    "spiffe://other.td/ns/b/sa/server",
+			    "spiffe://cluster.local/ns/b/sa/serve"};
+	const unsigned char *alpn;
+	unsigned int alpn_len;
+	struct pair p = {0};
+
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	ok(!p.timed_out, "good: finished in time");
+	ok(p.cli.hs_ok && p.srv.hs_ok,
+	   "good: handshake ok on both sides (%s/%s)", p.cli.hs_err,
+	   p.srv.hs_err);
+	ok(!strcmp(p.srv.peer_id, CLIENT_ID),
+	   "server reads the client identity (%s)", p.srv.peer_id);
+	ok(!strcmp(p.cli.peer_id, SERVER_ID),
+	   "client reads the server identity (%s)", p.cli.peer_id);
+	SSL_get0_alpn_selected(tls_conn_ssl(p.cli.c), &alpn, &alpn_len);
+	ok(alpn_len == 2 && !memcmp(alpn, "h2", 2), "client: ALPN h2");
+	SSL_get0_alpn_selected(tls_conn_ssl(p.srv.c), &alpn, &alpn_len);
+	ok(alpn_len == 2 && !memcmp(alpn, "h2", 2), "server: ALPN h2");
+	ok(SSL_version(tls_conn_ssl(p.cli.c)) == TLS1_3_VERSION, "TLS 1.3 (%s)",
+	   SSL_get_version(tls_conn_ssl(p.cli.c)));
+	{
+		const char *cs = SSL_CIPHER_get_name(
+		    SSL_get_current_cipher(tls_conn_ssl(p.cli.c)));
+
+		ok(!strcmp(cs, "TLS_AES_128_GCM_SHA256") ||
+		       !strcmp(cs, "TLS_AES_256_GCM_SHA384"),
+		   "AES-GCM suite (%s)", cs);
+	}
+	ok(!SSL_session_reused(tls_conn_ssl(p.cli.c)), "no resumption");
+	ok(p.cli.eof && p.srv.eof && !p.cli.read_err && !p.srv.read_err,
+	   "close_notify read as EOF on both sides");
+	ok(tls_peer_matches(tls_conn_ssl(p.cli.c), yes, 2),
+	   "tls_peer_matches: any expected identity matches");
+	ok(!tls_peer_matches(tls_conn_ssl(p.cli.c), no, 3),
+	   "tls_peer_matches: near misses and other trust domains do not");
+	ok(!tls_peer_matches(tls_conn_ssl(p.cli.c), NULL, 0),
+	   "tls_peer_matches: empty list never matches");
+	ok(tls_peer_matches(tls_conn_ssl(p.srv.c), (const char *[]){CLIENT_ID},
+			    1),
+	   "tls_peer_matches works server-side too");
+	pair_end(&p);
+}
+
+/*
+ * A refused handshake: the server fails with `want_srv` in its reason; the
+ * client fails its handshake or its first read with `want_cli` in its
+ * reason.
+ */
+static void expect_refused(const char *what, SSL_CTX *cctx, SSL_CTX *sctx,
+			   const char *want_srv, const char *want_cli)
+{
+	struct pair p = {0};
+	const char *cli_err;
+
+	if (!cctx || !sctx) {
+		ok(0, "%s: contexts", what);
+		SSL_CTX_free(cctx);
+		SSL_CTX_free(sctx);
+		return;
+	}
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	cli_err = p.cli.hs_ok ? p.cli.read_msg : p.cli.hs_err;
+	ok(!p.timed_out && p.srv.hs_done && !p.srv.hs_ok &&
+	       strstr(p.srv.hs_err, want_srv),
+	   "%s: server refuses: \"%s\"", what, p.srv.hs_err);
+	ok(!p.timed_out && (!p.cli.hs_ok || p.cli.read_err) &&
+	       p.cli.rx_off == 0 && strstr(cli_err, want_cli),
+	   "%s: client sees: \"%s\"", what, cli_err);
+	pair_end(&p);
+}
+
+static void test_refusals(void)
+{
+	struct leaf *l = NULL;
+	time_t now = time(NULL);
+	SSL_CTX *cctx;
+
+	expect_refused("no client cert",
+		       tls_ctx_client(NULL, ca_trust_store(ca_a)),
+		       server_ctx(ca_a, SERVER_ID),
+		       "peer did not present a certificate", "alert");
+	expect_refused(
+	    "untrusted root", client_ctx(ca_b, CLIENT_ID),
+	    server_ctx(ca_a, SERVER_ID),
+	    "certificate verify failed: unable to get local issuer certificate",
+	    "alert");
+	ca_issue_validity(ca_a, CLIENT_ID, now - 7200, now - 60, &l);
+	expect_refused(
+	    "expired cert", client_ctx_leaf(l), server_ctx(ca_a, SERVER_ID),
+	    "certificate verify failed: certificate has expired", "alert");
+	expect_refused("other trust domain",
+		       client_ctx(ca_a, "spiffe://other.td/ns/a/sa/client"),
+		       server_ctx(ca_a, SERVER_ID),
+		       "peer identity spiffe://other.td/ns/a/sa/client not in "
+		       "trust domain cluster.local",
+		       "alert");
+
+	cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX_set_min_proto_version(cctx, TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION);
+	expect_refused("client offering at most TLS 1.2", cctx,
+		       server_ctx(ca_a, SERVER_ID), "unsupported protocol",
+		       "alert protocol version");
+
+	cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX_set_alpn_protos(cctx, NULL, 0);
+	expect_refused("client without ALPN", cctx, server_ctx(ca_a, SERVER_ID),
+		       "did not offer ALPN h2", "alert");
+
+	cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX_set_alpn_protos(cctx, (const unsigned char *)"\x08http/1.1", 9);
+	expect_refused("client offering only http/1.1", cctx,
+		       server_ctx(ca_a, SERVER_ID), "did not offer ALPN h2",
+		       "no application protocol");
+
+	/* The client refuses a server whose chain it cannot verify. */
+	{
+		SSL_CTX *sctx = server_ctx(ca_b, SERVER_ID);
+		struct pair p = {0};
+
+		cctx = client_ctx(ca_a, CLIENT_ID);
+		if (pair_start(&p, cctx, sctx)) {
+			SSL_CTX_free(cctx);
+			SSL_CTX_free(sctx);
+			pair_run(&p);
+			ok(p.cli.hs_done && !p.cli.hs_ok &&
+			       strstr(p.cli.hs_err,
+				      "certificate verify failed: unable to "
+				      "get local issuer certificate"),
+			   "client refuses an untrusted server: \"%s\"",
+			   p.cli.hs_err);
+			ok(p.srv.hs_done && !p.srv.hs_ok &&
+			       strstr(p.srv.hs_err, "alert"),
+			   "server sees: \"%s\"", p.srv.hs_err);
+			pair_end(&p);
+		}
+	}
+	ok(tls_ctx_server(NULL, ca_trust_store(ca_a), TD) == NULL &&
+	       tls_ctx_server(NULL, ca_trust_store(ca_a), "Bad TD") == NULL,
+	   "server context needs a leaf and a valid trust domain");
+	ERR_clear_error();
+}
+
+/* ---- transfers ---- */
+
+static void test_transfer(void)
+{
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	const size_t len = 32 * MiB;
+	const size_t bound = TLS_CONN_OUT_MAX + 2048;
+	struct pair p = {0};
+
+	p.cli.tx = blob_up;
+	p.cli.tx_len = len;
+	p.srv.tx = blob_down;
+	p.srv.tx_len = len;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	/* Contexts (and their leaves) may go before the connections do. */
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	ok(!p.timed_out && p.cli.hs_ok && p.srv.hs_ok,
+	   "32 MiB: handshake and finish in time");
+	ok(p.srv.rx_off == len && !p.srv.mismatch && p.srv.eof,
+	   "32 MiB client->server intact, then EOF (%zu bytes)", p.srv.rx_off);
+	ok(p.cli.rx_off == len && !p.cli.mismatch && p.cli.eof,
+	   "32 MiB server->client intact, then EOF (%zu bytes)", p.cli.rx_off);
+	ok(p.cli.max_pending <= bound && p.srv.max_pending <= bound,
+	   "pending ciphertext stays within the bound (%zu, %zu <= %zu)",
+	   p.cli.max_pending, p.srv.max_pending, bound);
+	ok(p.cli.max_buffers <= TLS_CONN_IN_MAX + 2 * TLS_CONN_OUT_MAX &&
+	       p.srv.max_buffers <= TLS_CONN_IN_MAX + 2 * TLS_CONN_OUT_MAX,
+	   "buffer memory bounded (%zu, %zu)", p.cli.max_buffers,
+	   p.srv.max_buffers);
+	ok(tls_conn_buffer_bytes(p.cli.c) == 0 &&
+	       tls_conn_buffer_bytes(p.srv.c) == 0,
+	   "idle connections hold no buffers");
+	pair_end(&p);
+}
+
+static size_t pending_at_resume;
+
+static void on_resume(struct loop *l, struct loop_timer *t)
+{
+	struct pair *p = t->arg;
+
+	/* The sender must be stuck at the bound by now. */
+	pending_at_resume = tls_conn_out_pending(p->cli.c);
+	p->srv.paused = false;
+	tls_conn_want(p->srv.c, true, false);
+}
+
+static void test_backpressure(void)
+{
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	const size_t len = 16 * MiB;
+	struct loop_timer resume;
+	struct pair p = {0};
+	size_t at_pause;
+
+	p.cli.tx = blob_up;
+	p.cli.tx_len = len;
+	p.srv.paused = true;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	loop_timer_init(&resume, on_resume, &p);
+	loop_timer_arm(p.l, &resume, 300);
+	pair_run(&p);
+	at_pause = pending_at_resume;
+	ok(p.cli.got_eagain, "writer got -EAGAIN while the reader paused");
+	ok(at_pause >= TLS_CONN_OUT_MAX / 2 &&
+	       at_pause <= TLS_CONN_OUT_MAX + 2048,
+	   "stuck writer holds about the bound of ciphertext (%zu)", at_pause);
+	ok(p.srv.rx_off == len && !p.srv.mismatch && p.srv.eof,
+	   "after resuming, all 16 MiB arrive intact");
+	ok(p.cli.max_pending <= TLS_CONN_OUT_MAX + 2048,
+	   "pending never above the bound (%zu)", p.cli.max_pending);
+	loop_timer_disarm(p.l, &resume);
+	pair_end(&p);
+}
+
+/* A peer that closes TCP without close_notify reads as a clean EOF. */
+static void on_hs_fin(struct tls_conn *c, bool ok, const char *err, void *arg)
+{
+	struct ep *e = arg;
+
+	on_handshake(c, ok, err, arg);
+	e->shut = true; /* nothing to send: done at EOF */
+	if (ok && e->server) {
+		tls_conn_want(c, false, false);
+		shutdown(tls_conn_fd(c), SHUT_WR);
+		ep_finish(e);
+	}
+}
+
+static void test_bare_fin(void)
+{
+	static const struct tls_conn_cbs fin_cbs = {
+	    .on_handshake = on_hs_fin,
+	    .on_readable = on_readable,
+	    .on_writable = NULL,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	struct pair p = {0};
+
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	tls_conn_set_cbs(p.cli.c, &fin_cbs, &p.cli);
+	tls_conn_set_cbs(p.srv.c, &fin_cbs, &p.srv);
+	pair_run(&p);
+	ok(!p.timed_out && p.cli.eof && !p.cli.read_err,
+	   "bare TCP FIN reads as EOF (err %d: %s)", p.cli.read_err,
+	   p.cli.read_msg);
+	pair_end(&p);
+}
+
+/* A live connection keeps working across a rotation of its leaf. */
+static void test_rotation(void)
+{
+	struct certstore *s = certstore_new(ca_a, 10);
+	struct leaf *old = NULL, *cur = NULL;
+	struct pair p = {0};
+	SSL_CTX *cctx, *sctx;
+
+	certstore_get(s, CLIENT_ID, &old);
+	cctx = tls_ctx_client(old, ca_trust_store(ca_a));
+	sctx = server_ctx(ca_a, SERVER_ID);
+	p.cli.tx = blob_up;
+	p.cli.tx_len = 4 * MiB;
+	p.srv.tx = blob_down;
+	p.srv.tx_len = 4 * MiB;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	ok(certstore_rotate_due(s, time(NULL) + 6) == 1,
+	   "rotation before transfer");
+	certstore_get(s, CLIENT_ID, &cur);
+	ok(cur != old && strcmp(cur->serial, old->serial),
+	   "store has a new leaf");
+	leaf_unref(old);
+	certstore_free(s);
+	pair_run(&p);
+	ok(p.srv.rx_off == 4 * MiB && p.cli.rx_off == 4 * MiB &&
+	       !p.srv.mismatch && !p.cli.mismatch &&
+	       !strcmp(p.srv.peer_id, CLIENT_ID),
+	   "connection made with the old leaf completes after rotation");
+	pair_end(&p);
+	leaf_unref(cur);
+}
+
+int main(void)
+{
+	char err[256];
+	socklen_t sl = sizeof(laddr);
+
+	if (!mkdtemp(dir_a) || !mkdtemp(dir_b))
+		tap_skip_all("cannot create temp dirs");
+	if (ca_open(dir_a, true, &ca_a, err, sizeof(err)) ||
+	    ca_open(dir_b, true, &ca_b, err, sizeof(err))) {
+		printf("# %s\n", err);
+		return 1;
+	}
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	laddr = (struct sockaddr_in){.sin_family = AF_INET,
+				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(lfd, (struct sockaddr *)&laddr, sizeof(laddr)) ||
+	    listen(lfd, 16) || getsockname(lfd, (struct sockaddr *)&laddr, &sl))
+		tap_skip_all("no loopback TCP");
+	blob_up = malloc(32 * MiB);
+	blob_down = malloc(32 * MiB);
+	for (size_t i = 0; i < 32 * MiB; i++) {
+		blob_up[i] = (uint8_t)(i * 2654435761u >> 13);
+		blob_down[i] = (uint8_t)(i * 40503u >> 7) ^ 0x5a;
+	}
+
+	test_good();
+	test_refusals();
+	test_transfer();
+	test_backpressure();
+	test_bare_fin();
+	test_rotation();
+
+	free(blob_up);
+	free(blob_down);
+	close(lfd);
+	ca_free(ca_a);
+	ca_free(ca_b);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", dir_a, dir_b);
+		if (system(cmd))
+			printf("# cleanup failed\n");
+	}
+	return tap_done();
+}
