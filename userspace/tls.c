@@ -826,10 +826,10 @@ static void conn_process(struct tls_conn *c)
 		if (c->released)
 			return;
 	}
-	/* Failed with nobody interested: stop watching the socket. */
 	conn_update_io(c);
-	if (c->want_read && !c->rx_stalled && !c->rd_done)
-		kick(c); /* level-triggered: the owner stopped early */
+	/* Level-triggered: the owner stopped reading before -EAGAIN. */
+	if (c->want_read && !c->rx_stalled && !c->rd_done && c->cbs.on_readable)
+		kick(c);
 }
 
 static void conn_update_io(struct tls_conn *c)

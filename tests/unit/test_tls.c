@@ -547,6 +547,63 @@ static void test_bare_fin(void)
 	pair_end(&p);
 }
 
+/* Graceful close: what was accepted before tls_conn_close() still arrives. */
+static void on_writable_then_close(struct tls_conn *c, void *arg)
+{
+	struct ep *e = arg;
+
+	while (e->tx_off < e->tx_len) {
+		ssize_t n =
+		    tls_conn_write(c, e->tx + e->tx_off, e->tx_len - e->tx_off);
+
+		if (n < 0)
+			return;
+		e->tx_off += n;
+	}
+	e->max_pending = tls_conn_out_pending(c);
+	tls_conn_close(c);
+	e->c = NULL;
+	ep_finish(e);
+}
+
+static void on_drain(struct loop *l, struct loop_timer *t)
+{
+	loop_stop(l);
+}
+
+static void test_close_linger(void)
+{
+	static const struct tls_conn_cbs close_cbs = {
+	    .on_handshake = on_handshake,
+	    .on_readable = on_readable,
+	    .on_writable = on_writable_then_close,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	struct loop_timer drain;
+	struct pair p = {0};
+
+	p.cli.tx = blob_up;
+	p.cli.tx_len = 4 * MiB;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	tls_conn_set_cbs(p.cli.c, &close_cbs, &p.cli);
+	pair_run(&p);
+	ok(p.cli.max_pending > 0, "close with output pending (%zu bytes)",
+	   p.cli.max_pending);
+	ok(!p.timed_out && p.srv.rx_off == 4 * MiB && !p.srv.mismatch &&
+	       p.srv.eof && !p.srv.read_err,
+	   "peer gets every byte and a clean EOF after close (%zu)",
+	   p.srv.rx_off);
+	/* Let the lingering end see the peer's FIN and free itself. */
+	loop_timer_init(&drain, on_drain, NULL);
+	loop_timer_arm(p.l, &drain, 100);
+	loop_run(p.l);
+	pair_end(&p);
+}
+
 /* A live connection keeps working across a rotation of its leaf. */
 static void test_rotation(void)
 {
@@ -612,6 +669,7 @@ int main(void)
 	test_transfer();
 	test_backpressure();
 	test_bare_fin();
+	test_close_linger();
 	test_rotation();
 
 	free(blob_up);
