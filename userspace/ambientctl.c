@@ -306,12 +306,24 @@ static int cmd_status(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_certificates(struct ctl *c, int argc, char **argv)
+{
+	char *answer = NULL;
+
+	if (daemon_request(c, c->json ? "certificates" : "certificates table", &answer))
+		return 1;
+	fputs(answer, stdout);
+	free(answer);
+	return 0;
+}
+
 static const struct command commands[] = {
 	{ "pods", "", "enrolled pods: address, host veth, who enrolled it", 0, cmd_pods },
 	{ "counters", "", "BPF verdict counters by reason (packets, bytes)", 0, cmd_counters },
 	{ "sockets", "", "pod TCP sockets tracked by sockops (RTT, retransmits)", 0, cmd_sockets },
 	{ "enroll", "POD_IP", "capture a pod ad hoc (its veth found by route lookup)", 1, cmd_enroll },
 	{ "unenroll", "POD_IP", "stop capturing a pod", 1, cmd_unenroll },
+	{ "certificates", "", "workload certificates: identity, serial, validity, state", 0, cmd_certificates },
 	{ "status", "", "the running daemon: config generation, workers, connections (JSON)", 0, cmd_status },
 	{ 0 },
 };

@@ -18,12 +18,14 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "bpfctl.h"
 #include "cli.h"
+#include "ca.h"
 #include "config.h"
 #include "ctlsock.h"
 #include "daemon.h"
@@ -51,6 +53,10 @@ enum opt_key {
 	OPT_BUF,
 	OPT_UNINSTALL_ON_EXIT,
 	OPT_VERSION,
+	OPT_CA_DIR,
+	OPT_STATE_DIR,
+	OPT_TRUST_DOMAIN,
+	OPT_CERT_TTL,
 };
 
 static const struct cli_opt options[] = {
@@ -63,6 +69,10 @@ static const struct cli_opt options[] = {
 	{ "exclude-inbound-port", OPT_EXCL_IN_PORT, "PORT", "never capture traffic to pods on this port (repeatable)" },
 	{ "workers", OPT_WORKERS, "N", "worker threads (default: CPUs available, 1..64)" },
 	{ "buffer-size", OPT_BUF, "BYTES", "relay buffer per direction (default 65536)" },
+	{ "ca-dir", OPT_CA_DIR, "DIR", "mesh root CA (ca-cert.pem, ca-key.pem; created if absent); share it between nodes (default STATE_DIR/ca)" },
+	{ "state-dir", OPT_STATE_DIR, "DIR", "state directory (default /var/lib/ambientd/NODE)" },
+	{ "trust-domain", OPT_TRUST_DOMAIN, "TD", "the mesh's trust domain; peers must be in it (default cluster.local)" },
+	{ "cert-ttl", OPT_CERT_TTL, "SECONDS", "workload certificate lifetime, rotated at half-life (default 86400)" },
 	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
@@ -84,6 +94,10 @@ struct opts {
 	int workers;
 	size_t buf_size;
 	bool uninstall_on_exit;
+	const char *ca_dir;
+	char state_dir[PATH_MAX];
+	const char *trust_domain;
+	unsigned cert_ttl;
 };
 
 struct control {
@@ -92,7 +106,7 @@ struct control {
 	struct bpfctl b;
 	struct loop *loop;
 	struct loop_io sig_io, ino_io, rtnl_io, ring_io, ctl_io;
-	struct loop_timer reload_timer, retry_timer;
+	struct loop_timer reload_timer, retry_timer, rotate_timer;
 	struct ring_buffer *ring;
 	int ino_fd;
 	char cfg_dir[PATH_MAX];
@@ -209,6 +223,26 @@ static int handle_opt(int key, const char *arg, void *ctx)
 			fprintf(stderr, "ambientd: --log-level %s: expected error|warn|info|debug\n", arg);
 			return -1;
 		}
+		return 0;
+	case OPT_CA_DIR:
+		o->ca_dir = arg;
+		return 0;
+	case OPT_STATE_DIR:
+		snprintf(o->state_dir, sizeof(o->state_dir), "%s", arg);
+		return 0;
+	case OPT_TRUST_DOMAIN:
+		if (!*arg || strchr(arg, '/')) {
+			fprintf(stderr, "ambientd: --trust-domain %s: expected a name like cluster.local\n", arg);
+			return -1;
+		}
+		o->trust_domain = arg;
+		return 0;
+	case OPT_CERT_TTL:
+		if (cli_parse_u64(arg, 10, 366 * 86400, &v)) {
+			fprintf(stderr, "ambientd: --cert-ttl %s: expected 10..31622400 seconds\n", arg);
+			return -1;
+		}
+		o->cert_ttl = (unsigned)v;
 		return 0;
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
@@ -477,6 +511,62 @@ static void on_ring(struct loop *l, struct loop_io *io, uint32_t events)
 	ring_buffer__consume(c->ring);
 }
 
+/* Re-issue leaves past half their lifetime; live connections keep theirs. */
+static void on_rotate(struct loop *l, struct loop_timer *t)
+{
+	struct control *c = t->arg;
+	int n = certstore_rotate_due(c->d.certs, time(NULL));
+
+	if (n > 0)
+		log_info("rotated %d workload certificate%s", n, n == 1 ? "" : "s");
+	loop_timer_arm(l, t, 1000);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(tmp, mode) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* The mesh root (created on first start) and the leaf store. */
+static int setup_identity(struct control *c)
+{
+	char dir[PATH_MAX], err[512];
+	const char *ca_dir = c->o.ca_dir;
+	int rc;
+
+	if (!ca_dir) {
+		snprintf(dir, sizeof(dir), "%.*s/ca", PATH_MAX - 8, c->o.state_dir);
+		ca_dir = dir;
+	}
+	rc = mkdir_p(ca_dir, 0700);
+	if (rc) {
+		log_error("cannot create the CA directory %s: %s", ca_dir, strerror(-rc));
+		return rc;
+	}
+	rc = ca_open(ca_dir, true, &c->d.ca, err, sizeof(err));
+	if (rc) {
+		log_error("mesh root CA: %s", err);
+		return rc;
+	}
+	c->d.certs = certstore_new(c->d.ca, c->o.cert_ttl);
+	if (!c->d.certs)
+		return -ENOMEM;
+	log_info("mesh root CA from %s; trust domain %s; certificates live %u s",
+		 ca_dir, c->d.trust_domain, c->o.cert_ttl);
+	return 0;
+}
+
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct control *c = io->arg;
@@ -495,10 +585,52 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- control socket -------------------------------------------------- */
 
+struct cert_list {
+	FILE *out;
+	int n;
+	bool table;
+};
+
+static void list_cert(const struct leaf *leaf, enum leaf_state st, void *arg)
+{
+	struct cert_list *l = arg;
+	char nb[32], na[32];
+	struct tm tm;
+
+	if (l->table) {
+		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_before, &tm));
+		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_after, &tm));
+		fprintf(l->out, "%-52s %-32s %-20s %-20s %s\n", leaf->identity,
+			leaf->serial, nb, na, leaf_state_name(st));
+		return;
+	}
+	fprintf(l->out, "%s{\"identity\":\"%s\",\"serial\":\"%s\","
+		"\"not_before\":%lld,\"not_after\":%lld,\"state\":\"%s\"}",
+		l->n++ ? "," : "", leaf->identity, leaf->serial,
+		(long long)leaf->not_before, (long long)leaf->not_after,
+		leaf_state_name(st));
+}
+
 static int ctl_handle(const char *cmd, FILE *out, void *arg)
 {
 	struct control *c = arg;
 
+	if (strcmp(cmd, "certificates") == 0) {
+		struct cert_list l = { .out = out };
+
+		fputc('[', out);
+		certstore_for_each(c->d.certs, time(NULL), list_cert, &l);
+		fputs("]\n", out);
+		return 0;
+	}
+	if (strcmp(cmd, "certificates table") == 0) {
+		struct cert_list l = { .out = out, .table = true };
+
+		fprintf(out, "%-52s %-32s %-20s %-20s %s\n", "IDENTITY", "SERIAL",
+			"NOT_BEFORE", "NOT_AFTER", "STATE");
+		certstore_for_each(c->d.certs, time(NULL), list_cert, &l);
+		return 0;
+	}
 	if (strcmp(cmd, "status") == 0) {
 		struct state *st = daemon_state_get(&c->d);
 
@@ -507,14 +639,22 @@ static int ctl_handle(const char *cmd, FILE *out, void *arg)
 			"\"config_generation\":%llu,\"workloads\":%zu,"
 			"\"workers\":%d,\"connections\":%zu,"
 			"\"sockops_events\":{\"open\":%llu,\"state\":%llu,"
-			"\"retrans\":%llu,\"close\":%llu}}\n",
+			"\"retrans\":%llu,\"close\":%llu},"
+			"\"hbone\":{\"pool_connections\":%llu,\"outbound_streams\":%llu,"
+			"\"inbound_connections\":%llu,\"inbound_streams\":%llu,"
+			"\"handshake_failures\":%llu}}\n",
 			c->o.node, AMBIENTD_VERSION, c->o.config,
 			(unsigned long long)st->generation, st->n_workloads,
 			c->d.n_workers, workers_live_connections(&c->d),
 			(unsigned long long)c->sock_events[AMB_SE_OPEN],
 			(unsigned long long)c->sock_events[AMB_SE_STATE],
 			(unsigned long long)c->sock_events[AMB_SE_RETRANS],
-			(unsigned long long)c->sock_events[AMB_SE_CLOSE]);
+			(unsigned long long)c->sock_events[AMB_SE_CLOSE],
+			(unsigned long long)atomic_load(&c->d.hbone.pool_connections),
+			(unsigned long long)atomic_load(&c->d.hbone.outbound_streams),
+			(unsigned long long)atomic_load(&c->d.hbone.inbound_connections),
+			(unsigned long long)atomic_load(&c->d.hbone.inbound_streams),
+			(unsigned long long)atomic_load(&c->d.hbone.handshake_failures));
 		state_unref(st);
 		return 0;
 	}
@@ -592,6 +732,8 @@ static int run(struct control *c)
 		fprintf(stderr, "ambientd: config rejected: %s\n", err);
 		return 1;
 	}
+	if (setup_identity(c))
+		return 1;
 	if (bpfctl_ensure_bpffs(c->o.bpffs))
 		return 1;
 	if (bpfctl_load(&c->b, c->o.bpffs, c->o.node))
@@ -626,6 +768,8 @@ static int run(struct control *c)
 		goto out_workers;
 	loop_timer_init(&c->reload_timer, on_reload, c);
 	loop_timer_init(&c->retry_timer, on_retry, c);
+	loop_timer_init(&c->rotate_timer, on_rotate, c);
+	loop_timer_arm(c->loop, &c->rotate_timer, 1000);
 
 	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	loop_io_init(&c->sig_io, fd, on_signal, c);
@@ -685,6 +829,8 @@ out:
 			 "closed until ambientd runs again)");
 	}
 	state_unref(c->d.state);
+	certstore_free(c->d.certs);
+	ca_free(c->d.ca);
 	return ret;
 }
 
@@ -711,6 +857,8 @@ int main(int argc, char **argv)
 		return 1;
 	c->o.bpffs = BPFCTL_DEFAULT_BPFFS;
 	c->o.buf_size = 64 * 1024;
+	c->o.trust_domain = "cluster.local";
+	c->o.cert_ttl = CERTSTORE_DEFAULT_TTL;
 	c->o.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (c->o.workers < 1)
 		c->o.workers = 1;
@@ -772,6 +920,10 @@ int main(int argc, char **argv)
 	}
 	c->d.node = c->o.node;
 	c->d.relay_buf_size = c->o.buf_size;
+	c->d.trust_domain = c->o.trust_domain;
+	if (!c->o.state_dir[0])
+		snprintf(c->o.state_dir, sizeof(c->o.state_dir),
+			 "/var/lib/ambientd/%s", c->o.node);
 	pthread_mutex_init(&c->d.state_lock, NULL);
 	return run(c);
 }

@@ -10,10 +10,23 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct state;
 struct worker;
+struct ca;
+struct certstore;
+struct workload;
+
+/* HBONE counters, summed over workers (relaxed atomics, for status/tests). */
+struct hbone_stats {
+	atomic_uint_fast64_t pool_connections; /* outbound TLS conns created */
+	atomic_uint_fast64_t outbound_streams; /* CONNECTs sent */
+	atomic_uint_fast64_t inbound_connections; /* 15008 handshakes passed */
+	atomic_uint_fast64_t inbound_streams;  /* CONNECTs received */
+	atomic_uint_fast64_t handshake_failures;
+};
 
 struct daemon {
 	const char *node;
@@ -30,7 +43,16 @@ struct daemon {
 
 	struct worker **workers;
 	int n_workers;
+
+	/* Identity: the mesh root and the workloads' leaf certificates. */
+	const char *trust_domain;
+	struct ca *ca;
+	struct certstore *certs;
+	struct hbone_stats hbone;
 };
+
+/* spiffe://<td>/ns/<ns>/sa/<sa> of a workload into buf; 0 or -errno. */
+int workload_identity(const struct workload *wl, char *buf, size_t len);
 
 /* A new reference to the current snapshot (never NULL once started). */
 struct state *daemon_state_get(struct daemon *d);

@@ -23,16 +23,10 @@
 #include "loop.h"
 #include "relay.h"
 #include "state.h"
+#include "worker.h"
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_BATCH 64
-
-enum listener_kind {
-	LISTEN_OUTBOUND, /* 15001: captured pod egress */
-	LISTEN_INBOUND,  /* 15006: plaintext towards a local pod */
-	LISTEN_HBONE,    /* 15008: mTLS + HTTP/2 CONNECT (next issue) */
-	LISTEN_KINDS,
-};
 
 static const struct {
 	uint16_t port;
@@ -43,38 +37,10 @@ static const struct {
 	[LISTEN_HBONE] = { AMB_PORT_HBONE, "hbone" },
 };
 
-/* Where a captured connection goes; HBONE joins this list next. */
-enum route_kind {
-	ROUTE_LOCAL,       /* destination pod on this node: deliver directly */
-	ROUTE_PASSTHROUGH, /* elsewhere: plain TCP to the original destination */
-};
-
-struct worker;
-
-struct listener {
-	struct loop_io io;
-	struct worker *w;
-	enum listener_kind kind;
-};
-
-struct worker {
-	int id;
-	pthread_t thread;
-	struct daemon *d;
-	struct loop *loop;
-	struct listener lst[LISTEN_KINDS];
-	struct state *state; /* this thread's reference */
-	uint64_t state_gen;
-	atomic_size_t live;
-};
-
-/* Per-connection record for logs; freed by the relay's done callback. */
-struct conn {
-	struct worker *w;
-	enum listener_kind kind;
-	enum route_kind route;
-	struct sockaddr_in src, dst;
-};
+const char *route_name(enum route_kind r)
+{
+	return r == ROUTE_LOCAL ? "local" : r == ROUTE_HBONE ? "hbone" : "passthrough";
+}
 
 struct state *daemon_state_get(struct daemon *d)
 {
@@ -115,7 +81,7 @@ static void worker_refresh_state(struct loop *l, void *arg)
 	state_unref(old);
 }
 
-static const char *ip_str(const struct sockaddr_in *a, char *buf)
+const char *ip_str(const struct sockaddr_in *a, char *buf)
 {
 	char ip[INET_ADDRSTRLEN];
 
@@ -136,7 +102,7 @@ static const char *workload_label(const struct state *st, uint32_t addr,
 	return buf;
 }
 
-static void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
+void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 {
 	struct conn *c = arg;
 	char a[32], b[32];
@@ -147,8 +113,7 @@ static void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 		log_msg(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
 			listener_info[c->kind].name, ip_str(&c->src, a),
 			ip_str(&c->dst, b),
-			c->route == ROUTE_LOCAL ? "local" : "passthrough",
-			relay_result_name(s->result), s->error ? ": " : "",
+			route_name(c->route), relay_result_name(s->result), s->error ? ": " : "",
 			s->error ? strerror(s->error) : "",
 			(unsigned long long)s->bytes_up,
 			(unsigned long long)s->bytes_down,
@@ -156,8 +121,7 @@ static void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 	free(c);
 }
 
-/* Abortive close: the peer sees a RST, not a clean end. */
-static void reset_close(int fd)
+void reset_close(int fd)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
@@ -170,6 +134,7 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 	socklen_t len = sizeof(struct sockaddr_in);
 	char a[32], b[32], wa[128], wb[128];
+	const struct workload *swl, *dwl;
 	struct conn *c;
 	int up, err;
 
@@ -190,29 +155,31 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 		goto fail;
 	}
 	if (kind == LISTEN_HBONE) {
-		/* Until HBONE lands, refuse loudly rather than pass plaintext. */
-		log_warn("hbone %s -> %s: HBONE (mTLS) is not implemented in this "
-			 "build; connection reset", ip_str(&c->src, a),
-			 ip_str(&c->dst, b));
-		goto fail;
+		tunnel_inbound(w, fd, &c->src, &c->dst);
+		free(c);
+		return;
 	}
-	{
-		const struct workload *dwl =
-			state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
-
-		c->route = dwl && dwl->node && strcmp(dwl->node, w->d->node) == 0 ?
-				   ROUTE_LOCAL :
-				   ROUTE_PASSTHROUGH;
-	}
-	if (kind == LISTEN_INBOUND)
+	swl = state_workload_by_ip(w->state, c->src.sin_addr.s_addr);
+	dwl = state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
+	if (kind == LISTEN_INBOUND ||
+	    (dwl && dwl->node && strcmp(dwl->node, w->d->node) == 0))
+		/* Same node: in-process, no TLS on the wire. */
 		c->route = ROUTE_LOCAL;
+	else if (dwl && dwl->protocol == WL_PROTO_HBONE)
+		c->route = ROUTE_HBONE;
+	else
+		c->route = ROUTE_PASSTHROUGH;
 	log_debug("%s %s (%s) -> %s (%s) via %s", listener_info[kind].name,
 		  ip_str(&c->src, a),
 		  workload_label(w->state, c->src.sin_addr.s_addr, wa, sizeof(wa)),
 		  ip_str(&c->dst, b),
 		  workload_label(w->state, c->dst.sin_addr.s_addr, wb, sizeof(wb)),
-		  c->route == ROUTE_LOCAL ? "local delivery" : "passthrough");
+		  route_name(c->route));
 
+	if (c->route == ROUTE_HBONE) {
+		tunnel_outbound(w, c, fd, swl, dwl);
+		return;
+	}
 	up = sock_connect_as(&c->src, &c->dst);
 	if (up < 0) {
 		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
@@ -294,6 +261,7 @@ static void worker_free(struct worker *w)
 			close(w->lst[k].io.fd);
 		}
 	}
+	tunnel_worker_fini(w);
 	loop_free(w->loop);
 	state_unref(w->state);
 	free(w);
@@ -316,6 +284,8 @@ static struct worker *worker_new(struct daemon *d, int id)
 	w->state = daemon_state_get(d);
 	w->state_gen = atomic_load(&d->state_gen);
 	loop_set_wake_hook(w->loop, worker_refresh_state, w);
+	if (tunnel_worker_init(w))
+		goto fail;
 	for (int k = 0; k < LISTEN_KINDS; k++) {
 		fd = listen_transparent(listener_info[k].port, d->reuseport);
 		if (fd < 0) {

@@ -319,7 +319,7 @@ amb_config() {
   namespace: default
   serviceAccount: sa-n${n}p${i}
   workloadIps: ["$(amb_pod_ip "$n" "$i")"]
-  protocol: TCP
+  protocol: ${AMB_PROTOCOL:-TCP}
   node: $(amb_node_name "$n")
 EOF
 		done
@@ -355,7 +355,8 @@ amb_daemon_start() {
 	# nsenter directly (not amb_node_exec): a backgrounded function runs in a
 	# subshell and $! would be that subshell, not the daemon.
 	nsenter --net="/run/netns/$(amb_node_ns "$n")" "$AMBIENTD" --node "$(amb_node_name "$n")" \
-		--config "$config" --cgroup "$CG" --log-level "${AMB_LOG_LEVEL:-debug}" "$@" >>"$log" 2>&1 &
+		--config "$config" --cgroup "$CG" --log-level "${AMB_LOG_LEVEL:-debug}" \
+		--ca-dir "$AMB_WORK/ca" --state-dir "$AMB_WORK/state-n$n" "$@" >>"$log" 2>&1 &
 	AMB_DAEMON_PID[$n]=$!
 	AMB_PIDS+=("$!")
 	amb_daemon_wait_ready "$n"

@@ -195,6 +195,11 @@ function onData(hash, buf) {
 function compareEcho(sentHash, recvHash) {
 	result.sha256Sent = sentHash.digest('hex');
 	result.sha256Received = recvHash.digest('hex');
+	// Nothing sent (e.g. asking a whoami server): there is no echo to compare.
+	if (opts.bytes === 0 && result.sent === 0) {
+		result.match = null;
+		return null;
+	}
 	result.match = result.sent === result.received && result.sha256Sent === result.sha256Received;
 	if (!result.match)
 		return `echo differs: sent ${result.sent} bytes, got ${result.received}`;

@@ -1,0 +1,639 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * HBONE on a worker thread, both ways (DESIGN.md §3).
+ *
+ * Outbound: a captured connection to a remote HBONE workload gets a CONNECT
+ * stream on a pooled mTLS connection to <dst pod IP>:15008, made from the
+ * source pod's address and presenting the source workload's certificate;
+ * the connection is used only if the server proves one of the expected
+ * identities.
+ *
+ * Inbound: a connection on 15008 is addressed to one of our pods (the tc
+ * program assigned it); we present that pod's certificate, require a client
+ * certificate of our trust domain, and for each CONNECT connect to the pod
+ * from the client's address, answering 200 only once that succeeded.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/bn.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ambientd/bpf_shared.h"
+#include "ca.h"
+#include "connector.h"
+#include "daemon.h"
+#include "hbone.h"
+#include "hbtls.h"
+#include "log.h"
+#include "pool.h"
+#include "relay.h"
+#include "state.h"
+#include "tls.h"
+#include "worker.h"
+
+#define HBONE_CONNECT_TIMEOUT_MS 10000
+#define UPSTREAM_CONNECT_TIMEOUT_MS 10000
+
+int workload_identity(const struct workload *wl, char *buf, size_t len)
+{
+	return spiffe_identity(buf, len, wl->trust_domain, wl->namespace,
+			       wl->service_account);
+}
+
+/* ---- TLS contexts, per worker, per identity -------------------------- */
+
+struct tls_ctx_entry {
+	struct tls_ctx_entry *next;
+	char *identity;
+	SSL_CTX *server;
+	SSL_CTX *client;
+	char client_serial[33]; /* leaf the client context presents */
+};
+
+static void ctx_cache_clear(struct worker *w)
+{
+	struct tls_ctx_entry *e, *next;
+
+	for (e = w->ctxs; e; e = next) {
+		next = e->next;
+		SSL_CTX_free(e->server);
+		SSL_CTX_free(e->client);
+		free(e->identity);
+		free(e);
+	}
+	w->ctxs = NULL;
+}
+
+/*
+ * The context presenting `identity`'s current leaf. Contexts are rebuilt
+ * when the certificate store changed (rotation), so new handshakes use the
+ * new leaf while live connections keep the one they started with. Called
+ * once per handshake, never per byte.
+ */
+static SSL_CTX *worker_ctx_serial(struct worker *w, const char *identity,
+				  bool server, const char **serial)
+{
+	struct daemon *d = w->d;
+	uint64_t gen = certstore_generation(d->certs);
+	struct tls_ctx_entry *e;
+	struct leaf *leaf = NULL;
+	SSL_CTX **slot;
+
+	if (gen != w->ctx_gen) {
+		ctx_cache_clear(w);
+		w->ctx_gen = gen;
+	}
+	for (e = w->ctxs; e; e = e->next)
+		if (strcmp(e->identity, identity) == 0)
+			break;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e || !(e->identity = strdup(identity))) {
+			free(e);
+			return NULL;
+		}
+		e->next = w->ctxs;
+		w->ctxs = e;
+	}
+	slot = server ? &e->server : &e->client;
+	if (serial)
+		*serial = e->client_serial;
+	if (*slot)
+		return *slot;
+	if (certstore_get(d->certs, identity, &leaf)) {
+		log_warn("no certificate for %s", identity);
+		return NULL;
+	}
+	*slot = server ? tls_ctx_server(leaf, ca_trust_store(d->ca), d->trust_domain) :
+			 tls_ctx_client(leaf, ca_trust_store(d->ca));
+	if (!server)
+		snprintf(e->client_serial, sizeof(e->client_serial), "%s", leaf->serial);
+	leaf_unref(leaf); /* the context holds its own references */
+	/* Issuing may have bumped the generation: we are current with it. */
+	w->ctx_gen = certstore_generation(d->certs);
+	return *slot;
+}
+
+static SSL_CTX *worker_ctx(struct worker *w, const char *identity, bool server)
+{
+	return worker_ctx_serial(w, identity, server, NULL);
+}
+
+/* ---- outbound: pooled client connections ----------------------------- */
+
+/*
+ * Pool keys carry the serial of the source leaf after the identity
+ * ("<identity>\n<serial>"): after a rotation new streams go to connections
+ * made with the new certificate, while streams on the old ones finish and
+ * the old connections idle out.
+ */
+#define KEY_SEP '\n'
+
+/* A pool connect in flight: TCP, then TLS, then HTTP/2. */
+struct dial {
+	struct worker *w;
+	char src_key[SPIFFE_ID_MAX + 40]; /* pool key: identity + serial */
+	char src_id[SPIFFE_ID_MAX];
+	char dst_id[SPIFFE_ID_MAX];
+	const char *dst_ids[1];
+	struct sockaddr_in src, dst;
+	struct pool_key key;
+};
+
+static void dial_key(struct dial *d)
+{
+	d->dst_ids[0] = d->dst_id;
+	d->key = (struct pool_key){
+		.src_identity = d->src_key,
+		.dst_identities = d->dst_ids,
+		.n_dst_identities = 1,
+		.dst = (const struct sockaddr *)&d->dst,
+		.src = (const struct sockaddr *)&d->src,
+	};
+}
+
+static void dial_fail(struct dial *d, int err, const char *what, const char *detail)
+{
+	char a[32];
+
+	log_info("hbone to %s as %s: %s%s%s", ip_str(&d->dst, a), d->src_id, what,
+		 detail ? ": " : "", detail ? detail : "");
+	pool_conn_failed(d->w->pool, &d->key, err);
+	free(d);
+}
+
+static void dial_handshake(struct tls_conn *tc, bool ok, const char *err, void *arg)
+{
+	struct dial *d = arg;
+	struct hb_conn_opts opts = { 0 };
+	struct hb_transport *t;
+	struct hb_conn *hc;
+	char peer[SPIFFE_ID_MAX] = "none";
+
+	if (!ok) {
+		atomic_fetch_add(&d->w->d->hbone.handshake_failures, 1);
+		tls_conn_close(tc);
+		dial_fail(d, EPROTO, "TLS handshake failed", err);
+		return;
+	}
+	/* The server proves who it is before any CONNECT leaves us. */
+	if (!tls_peer_matches(tls_conn_ssl(tc), d->dst_ids, 1)) {
+		char why[2 * SPIFFE_ID_MAX + 64];
+
+		tls_peer_identity(tls_conn_ssl(tc), peer, sizeof(peer));
+		snprintf(why, sizeof(why), "server is %s, expected %s", peer, d->dst_id);
+		atomic_fetch_add(&d->w->d->hbone.handshake_failures, 1);
+		tls_conn_abort(tc);
+		dial_fail(d, EACCES, "server identity mismatch", why);
+		return;
+	}
+	if (hb_transport_tls_new(tc, &t)) {
+		tls_conn_abort(tc);
+		dial_fail(d, ENOMEM, "out of memory", NULL);
+		return;
+	}
+	if (hb_conn_new_client(d->w->loop, t, &opts, &hc)) {
+		dial_fail(d, ENOMEM, "HTTP/2 session failed", NULL);
+		return;
+	}
+	atomic_fetch_add(&d->w->d->hbone.pool_connections, 1);
+	pool_conn_ready(d->w->pool, &d->key, hc);
+	free(d);
+}
+
+static void dial_connected(int fd, int err, void *arg)
+{
+	struct dial *d = arg;
+	static const struct tls_conn_cbs cbs = { .on_handshake = dial_handshake };
+	struct tls_conn *tc;
+	SSL_CTX *ctx;
+
+	if (fd < 0) {
+		dial_fail(d, err, "connect failed", strerror(err));
+		return;
+	}
+	ctx = worker_ctx(d->w, d->src_id, false);
+	if (!ctx) {
+		close(fd);
+		dial_fail(d, EIO, "no client TLS context", NULL);
+		return;
+	}
+	err = tls_conn_new(d->w->loop, fd, ctx, false, &cbs, d, &tc);
+	if (err) {
+		close(fd);
+		dial_fail(d, -err, "TLS setup failed", strerror(-err));
+	}
+}
+
+/* pool_opts.connect: start TCP + TLS + HTTP/2 towards key->dst. */
+static int pool_dial(void *arg, struct pool *p, const struct pool_key *key)
+{
+	struct worker *w = arg;
+	struct dial *d = calloc(1, sizeof(*d));
+	int err;
+
+	if (!d)
+		return -ENOMEM;
+	d->w = w;
+	snprintf(d->src_key, sizeof(d->src_key), "%s", key->src_identity);
+	snprintf(d->src_id, sizeof(d->src_id), "%.*s",
+		 (int)strcspn(key->src_identity, (char[]){ KEY_SEP, 0 }),
+		 key->src_identity);
+	snprintf(d->dst_id, sizeof(d->dst_id), "%s", key->dst_identities[0]);
+	memcpy(&d->dst, key->dst, sizeof(d->dst));
+	memcpy(&d->src, key->src, sizeof(d->src));
+	dial_key(d);
+	/* From the source pod's address, like ztunnel's in-pod mode: the
+	 * underlay still sees pods. */
+	err = connector_start(w->loop, &d->src, &d->dst, HBONE_CONNECT_TIMEOUT_MS,
+			      dial_connected, d, NULL);
+	if (err)
+		free(d);
+	return err;
+}
+
+/* A captured connection waiting for a pooled HBONE connection. */
+struct outbound {
+	struct worker *w;
+	struct conn *c;
+	int fd;
+};
+
+static void outbound_fail(struct outbound *o, int err)
+{
+	char a[32], b[32];
+
+	log_info("hbone %s -> %s: %s", ip_str(&o->c->src, a), ip_str(&o->c->dst, b),
+		 strerror(err));
+	reset_close(o->fd);
+	free(o->c);
+	free(o);
+}
+
+/* 16 random bytes as hex for a W3C traceparent. */
+static void rand_hex(char *out, size_t nbytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char b[16];
+
+	if (nbytes > sizeof(b) || RAND_bytes(b, (int)nbytes) != 1)
+		memset(b, 0x5a, sizeof(b));
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+}
+
+static void outbound_ready(void *arg, struct hb_conn *hc, int err)
+{
+	struct outbound *o = arg;
+	struct worker *w = o->w;
+	struct relay_opts opts = { .buf_size = w->d->relay_buf_size,
+				   .done = conn_done, .arg = o->c };
+	char authority[32], fwd[48], trace[64], tid[33], sid[17], baggage[512];
+	const struct workload *swl;
+	struct relay_end *down, *up;
+	struct hb_header hdrs[3];
+
+	if (err) {
+		outbound_fail(o, err);
+		return;
+	}
+	ip_str(&o->c->dst, authority);
+	snprintf(fwd, sizeof(fwd), "for=\"%s\"", ip_str(&o->c->src, trace));
+	rand_hex(tid, 16);
+	rand_hex(sid, 8);
+	snprintf(trace, sizeof(trace), "00-%s-%s-01", tid, sid);
+	swl = state_workload_by_ip(w->state, o->c->src.sin_addr.s_addr);
+	snprintf(baggage, sizeof(baggage),
+		 "k8s.cluster.name=%s,k8s.namespace.name=%s,k8s.pod.name=%s",
+		 swl && swl->cluster_id ? swl->cluster_id : "Kubernetes",
+		 swl && swl->namespace ? swl->namespace : "unknown",
+		 swl && swl->name ? swl->name : "unknown");
+	hdrs[0] = (struct hb_header){ "forwarded", fwd };
+	hdrs[1] = (struct hb_header){ "baggage", baggage };
+	hdrs[2] = (struct hb_header){ "traceparent", trace };
+	err = hb_conn_open_stream(hc, authority, hdrs, 3, &up);
+	if (err) {
+		outbound_fail(o, -err);
+		return;
+	}
+	err = relay_end_tcp_new(w->loop, o->fd, &down);
+	if (err) {
+		up->ops->abort(up);
+		outbound_fail(o, -err);
+		return;
+	}
+	atomic_fetch_add(&w->d->hbone.outbound_streams, 1);
+	atomic_fetch_add(&w->live, 1);
+	/* The stream end reports "connected" on 200 and the mapped error
+	 * otherwise; the relay resets the client then. */
+	err = relay_start(w->loop, down, up, true, &opts, NULL);
+	if (err)
+		log_warn("relay start failed: %s", strerror(-err));
+	free(o);
+}
+
+void tunnel_outbound(struct worker *w, struct conn *c, int fd,
+		     const struct workload *src_wl, const struct workload *dst_wl)
+{
+	struct outbound *o = calloc(1, sizeof(*o));
+	struct dial key_holder = { 0 };
+	const char *serial = "";
+	struct pool_waiter *waiter;
+	struct hb_conn *hc;
+	int err;
+
+	if (!o) {
+		reset_close(fd);
+		free(c);
+		return;
+	}
+	o->w = w;
+	o->c = c;
+	o->fd = fd;
+	/* A source without a workload has no identity to present. */
+	if (!src_wl) {
+		outbound_fail(o, EACCES);
+		return;
+	}
+	if (workload_identity(src_wl, key_holder.src_id, sizeof(key_holder.src_id)) ||
+	    workload_identity(dst_wl, key_holder.dst_id, sizeof(key_holder.dst_id)) ||
+	    !worker_ctx_serial(w, key_holder.src_id, false, &serial)) {
+		outbound_fail(o, EINVAL);
+		return;
+	}
+	snprintf(key_holder.src_key, sizeof(key_holder.src_key), "%s%c%s",
+		 key_holder.src_id, KEY_SEP, serial);
+	key_holder.dst = c->dst;
+	key_holder.dst.sin_port = htons(AMB_PORT_HBONE);
+	key_holder.src = c->src;
+	key_holder.src.sin_port = 0;
+	dial_key(&key_holder);
+	err = pool_acquire(w->pool, &key_holder.key, outbound_ready, o, &hc, &waiter);
+	if (err == 0)
+		outbound_ready(o, hc, 0);
+	else if (err != -EINPROGRESS)
+		outbound_fail(o, -err);
+}
+
+/* ---- inbound: 15008 ----------------------------------------------------- */
+
+/* One accepted HBONE connection, from handshake to its end. */
+struct inbound {
+	struct worker *w;
+	struct sockaddr_in src, dst; /* the TLS connection's peer and local */
+	char peer_id[SPIFFE_ID_MAX];
+	struct hb_conn *hc;
+	/* Freed when the conn closed and no upstream connect still refers
+	 * to it. */
+	unsigned pending;
+	bool closed;
+};
+
+static void inbound_put(struct inbound *in)
+{
+	if (in->closed && in->pending == 0)
+		free(in);
+}
+
+/* One CONNECT waiting for its upstream connect. */
+struct pending {
+	struct inbound *in;
+	struct hb_stream_req *req;
+	struct sockaddr_in target;
+};
+
+static void inbound_log(struct inbound *in, const struct sockaddr_in *target,
+			int status, const char *why)
+{
+	char a[32], b[32];
+
+	log_msg(status == 200 ? LOG_DEBUG : LOG_INFO,
+		"hbone inbound %s identity %s -> %s: %d%s%s", ip_str(&in->src, a),
+		in->peer_id, target ? ip_str(target, b) : "?", status,
+		why ? " " : "", why ? why : "");
+}
+
+static void pending_connected(int fd, int err, void *arg)
+{
+	struct pending *p = arg;
+	struct inbound *in = p->in;
+	struct worker *w = in->w;
+	struct relay_end *down, *up;
+	struct conn *c;
+	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
+
+	in->pending--;
+	if (fd < 0) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "(upstream connect: %s)", strerror(err));
+		inbound_log(in, &p->target, 503, why);
+		hb_stream_respond(p->req, 503);
+		free(p);
+		inbound_put(in);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || hb_stream_accept(p->req, &down)) {
+		close(fd);
+		hb_stream_respond(p->req, 503);
+		goto out;
+	}
+	if (relay_end_tcp_new(w->loop, fd, &up)) {
+		close(fd);
+		down->ops->abort(down);
+		goto out;
+	}
+	c->w = w;
+	c->kind = LISTEN_HBONE;
+	c->route = ROUTE_LOCAL;
+	c->src = in->src;
+	c->dst = p->target;
+	opts.arg = c;
+	inbound_log(in, &p->target, 200, NULL);
+	/* 200 only now that the pod accepted the connection. */
+	hb_stream_respond(p->req, 200);
+	atomic_fetch_add(&w->live, 1);
+	relay_start(w->loop, down, up, false, &opts, NULL);
+	c = NULL;
+out:
+	free(c);
+	free(p);
+	inbound_put(in);
+}
+
+/* Parse "a.b.c.d:port" strictly. */
+static int parse_authority(const char *s, struct sockaddr_in *out)
+{
+	char ip[INET_ADDRSTRLEN];
+	const char *colon = strrchr(s, ':');
+	char *end;
+	unsigned long port;
+
+	if (!colon || colon - s >= (long)sizeof(ip))
+		return -EINVAL;
+	memcpy(ip, s, colon - s);
+	ip[colon - s] = '\0';
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || !colon[1] || port == 0 || port > 65535)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	out->sin_port = htons((uint16_t)port);
+	return inet_pton(AF_INET, ip, &out->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_req *req)
+{
+	struct inbound *in = arg;
+	struct worker *w = in->w;
+	const struct workload *wl;
+	struct sockaddr_in target;
+	struct pending *p;
+	int err;
+
+	atomic_fetch_add(&w->d->hbone.inbound_streams, 1);
+	/* The authority must name the pod this connection was addressed to:
+	 * a tunnel only delivers to its own pods. */
+	if (parse_authority(req->authority, &target) ||
+	    target.sin_addr.s_addr != in->dst.sin_addr.s_addr) {
+		inbound_log(in, NULL, 400, req->authority);
+		hb_stream_respond(req, 400);
+		return;
+	}
+	wl = state_workload_by_ip(w->state, target.sin_addr.s_addr);
+	if (!wl || !wl->node || strcmp(wl->node, w->d->node) != 0) {
+		inbound_log(in, &target, 503, "(unknown workload)");
+		hb_stream_respond(req, 503);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		hb_stream_respond(req, 503);
+		return;
+	}
+	p->in = in;
+	p->req = req;
+	p->target = target;
+	/* As the client: the pod sees the caller's real address. */
+	err = connector_start(w->loop, &in->src, &target, UPSTREAM_CONNECT_TIMEOUT_MS,
+			      pending_connected, p, NULL);
+	if (!err)
+		in->pending++;
+	else {
+		inbound_log(in, &target, 503, strerror(-err));
+		hb_stream_respond(req, 503);
+		free(p);
+	}
+}
+
+static void inbound_observe(void *arg, struct hb_conn *hc, enum hb_conn_event ev)
+{
+	struct inbound *in = arg;
+
+	if (ev == HB_CONN_EV_CLOSED) {
+		in->closed = true;
+		in->hc = NULL;
+		inbound_put(in);
+	}
+}
+
+static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, void *arg)
+{
+	struct inbound *in = arg;
+	struct hb_server_cbs cbs = { .on_connect = inbound_on_connect, .arg = in };
+	struct hb_conn_opts opts = { 0 };
+	struct hb_transport *t;
+	char a[32];
+
+	if (!ok) {
+		atomic_fetch_add(&in->w->d->hbone.handshake_failures, 1);
+		log_info("hbone inbound %s: TLS handshake refused: %s",
+			 ip_str(&in->src, a), err ? err : "?");
+		tls_conn_close(tc);
+		free(in);
+		return;
+	}
+	tls_peer_identity(tls_conn_ssl(tc), in->peer_id, sizeof(in->peer_id));
+	if (hb_transport_tls_new(tc, &t)) {
+		tls_conn_abort(tc);
+		free(in);
+		return;
+	}
+	if (hb_conn_new_server(in->w->loop, t, &opts, &cbs, &in->hc)) {
+		free(in);
+		return;
+	}
+	atomic_fetch_add(&in->w->d->hbone.inbound_connections, 1);
+	if (log_threshold >= LOG_DEBUG) {
+		X509 *peer = SSL_get0_peer_certificate(tls_conn_ssl(tc));
+		BIGNUM *bn = peer ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(peer), NULL) : NULL;
+		char *hex = bn ? BN_bn2hex(bn) : NULL;
+
+		log_debug("hbone inbound %s: identity %s serial %s", ip_str(&in->src, a),
+			  in->peer_id, hex ? hex : "?");
+		OPENSSL_free(hex);
+		BN_free(bn);
+	}
+	hb_conn_set_observer(in->hc, inbound_observe, in);
+}
+
+void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
+		    const struct sockaddr_in *dst)
+{
+	static const struct tls_conn_cbs cbs = { .on_handshake = inbound_handshake };
+	char id[SPIFFE_ID_MAX], a[32], b[32];
+	const struct workload *wl;
+	struct inbound *in;
+	struct tls_conn *tc;
+	SSL_CTX *ctx;
+
+	/* We answer as the pod the client dialed, with its certificate. */
+	wl = state_workload_by_ip(w->state, dst->sin_addr.s_addr);
+	if (!wl || workload_identity(wl, id, sizeof(id))) {
+		log_info("hbone inbound %s -> %s: not a workload of this node; reset",
+			 ip_str(src, a), ip_str(dst, b));
+		reset_close(fd);
+		return;
+	}
+	ctx = worker_ctx(w, id, true);
+	in = calloc(1, sizeof(*in));
+	if (!ctx || !in) {
+		free(in);
+		reset_close(fd);
+		return;
+	}
+	in->w = w;
+	in->src = *src;
+	in->dst = *dst;
+	if (tls_conn_new(w->loop, fd, ctx, true, &cbs, in, &tc)) {
+		free(in);
+		reset_close(fd);
+	}
+}
+
+int tunnel_worker_init(struct worker *w)
+{
+	struct pool_opts opts = { .connect = pool_dial, .arg = w };
+
+	w->pool = pool_new(w->loop, &opts);
+	return w->pool ? 0 : -ENOMEM;
+}
+
+void tunnel_worker_fini(struct worker *w)
+{
+	if (w->pool)
+		pool_free(w->pool);
+	w->pool = NULL;
+	ctx_cache_clear(w);
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internal to the worker threads: worker.c (listeners, plain relays) and
+ * tunnel.c (HBONE both ways). */
+#ifndef AMBIENTD_WORKER_H
+#define AMBIENTD_WORKER_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+struct daemon;
+struct relay;
+struct relay_summary;
+struct state;
+struct workload;
+struct tls_ctx_entry;
+struct pool;
+
+enum listener_kind {
+	LISTEN_OUTBOUND, /* 15001: captured pod egress */
+	LISTEN_INBOUND,  /* 15006: plaintext towards a local pod */
+	LISTEN_HBONE,    /* 15008: mTLS + HTTP/2 CONNECT */
+	LISTEN_KINDS,
+};
+
+/* Where a captured connection goes. */
+enum route_kind {
+	ROUTE_LOCAL,       /* destination pod on this node: deliver directly */
+	ROUTE_PASSTHROUGH, /* not in the mesh: plain TCP to the original destination */
+	ROUTE_HBONE,       /* mesh workload elsewhere: CONNECT over pooled mTLS */
+};
+
+struct worker;
+
+struct listener {
+	struct loop_io io;
+	struct worker *w;
+	enum listener_kind kind;
+};
+
+struct worker {
+	int id;
+	pthread_t thread;
+	struct daemon *d;
+	struct loop *loop;
+	struct listener lst[LISTEN_KINDS];
+	struct state *state; /* this thread's reference */
+	uint64_t state_gen;
+	atomic_size_t live;
+	/* HBONE: pooled client connections and TLS contexts per identity. */
+	struct pool *pool;
+	struct tls_ctx_entry *ctxs;
+	uint64_t ctx_gen;
+};
+
+/* Per-connection record for logs; freed by the relay's done callback. */
+struct conn {
+	struct worker *w;
+	enum listener_kind kind;
+	enum route_kind route;
+	struct sockaddr_in src, dst;
+};
+
+/* Relay done callback for every kind of connection: logs, frees c. */
+void conn_done(struct relay *r, const struct relay_summary *s, void *arg);
+/* Abortive close: the peer sees a RST, not a clean end. */
+void reset_close(int fd);
+/* "a.b.c.d:port" into buf (at least 24 bytes); returns buf. */
+const char *ip_str(const struct sockaddr_in *a, char *buf);
+const char *route_name(enum route_kind r);
+
+/* tunnel.c */
+int tunnel_worker_init(struct worker *w);
+void tunnel_worker_fini(struct worker *w);
+/* Outbound to a remote HBONE workload; takes fd and c. */
+void tunnel_outbound(struct worker *w, struct conn *c, int fd,
+		     const struct workload *src_wl, const struct workload *dst_wl);
+/* A connection accepted on 15008; takes fd. */
+void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
+		    const struct sockaddr_in *dst);
+
+#endif
