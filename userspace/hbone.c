@@ -1988,10 +1988,16 @@ void hb_conn_set_observer(struct hb_conn *c, hb_conn_observer fn, void *arg)
 	c->obs_arg = arg;
 }
 
+/*
+ * Our cap and the peer's SETTINGS_MAX_CONCURRENT_STREAMS both count: beyond
+ * the peer's, nghttp2 would queue requests silently instead of sending them.
+ */
 bool hb_conn_can_open_stream(const struct hb_conn *c)
 {
 	return !c->server && c->state <= HB_CONN_OPEN &&
 	       c->live < c->o.max_streams &&
+	       c->live < nghttp2_session_get_remote_settings(
+			     c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) &&
 	       nghttp2_session_check_request_allowed(c->ng) &&
 	       nghttp2_session_get_next_stream_id(c->ng) <= INT32_MAX;
 }
