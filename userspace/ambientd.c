@@ -68,7 +68,7 @@ static const struct cli_opt options[] = {
 	{ "exclude-cidr", OPT_EXCL_CIDR, "CIDR", "never capture pod traffic to this network (repeatable)" },
 	{ "exclude-inbound-port", OPT_EXCL_IN_PORT, "PORT", "never capture traffic to pods on this port (repeatable)" },
 	{ "workers", OPT_WORKERS, "N", "worker threads (default: CPUs available, 1..64)" },
-	{ "buffer-size", OPT_BUF, "BYTES", "relay buffer per direction (default 65536)" },
+	{ "buffer-size", OPT_BUF, "BYTES", "relay buffer per direction (default 262144; held only while bytes are in flight)" },
 	{ "ca-dir", OPT_CA_DIR, "DIR", "mesh root CA (ca-cert.pem, ca-key.pem; created if absent); share it between nodes (default STATE_DIR/ca)" },
 	{ "state-dir", OPT_STATE_DIR, "DIR", "state directory (default /var/lib/ambientd/NODE)" },
 	{ "trust-domain", OPT_TRUST_DOMAIN, "TD", "the mesh's trust domain; peers must be in it (default cluster.local)" },
@@ -856,7 +856,7 @@ int main(int argc, char **argv)
 	if (!c)
 		return 1;
 	c->o.bpffs = BPFCTL_DEFAULT_BPFFS;
-	c->o.buf_size = 64 * 1024;
+	c->o.buf_size = 256 * 1024;
 	c->o.trust_domain = "cluster.local";
 	c->o.cert_ttl = CERTSTORE_DEFAULT_TTL;
 	c->o.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
