@@ -567,6 +567,7 @@ struct tls_conn {
 	bool wr_shut;	  /* close_notify queued */
 	bool fin_pending; /* send FIN once out drains */
 	bool fin_sent;
+	bool tx_full;	/* the last flush left bytes: the socket was full */
 	bool released;	/* close/abort called: no more callbacks */
 	bool destroyed; /* fd closed, memory handed to loop_defer_free */
 	char errmsg[256];
@@ -705,13 +706,16 @@ static int flush_out(struct tls_conn *c)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN || errno == ENOTCONN)
+			if (errno == EAGAIN || errno == ENOTCONN) {
+				c->tx_full = true;
 				return -EAGAIN; /* full, or connect pending */
+			}
 			c->sock_err = -errno;
 			return c->sock_err;
 		}
 		ring_consume(&c->out, n);
 	}
+	c->tx_full = false;
 	ring_release(&c->out);
 	if (c->fin_pending && !c->fin_sent) {
 		shutdown(c->io.fd, SHUT_WR);
@@ -845,7 +849,12 @@ static void conn_update_io(struct tls_conn *c)
 		  (c->state == TLS_OPEN && c->want_read);
 	if (reading && !c->rx_eof && ring_room(&c->in))
 		ev |= EPOLLIN;
-	if (c->out.len)
+	/*
+	 * EPOLLOUT only when the socket refused bytes, or when nothing else
+	 * will flush: output queued in this turn goes out from the armed kick,
+	 * and asking epoll for it would cost two epoll_ctl calls per write.
+	 */
+	if (c->out.len && (c->tx_full || !loop_timer_armed(&c->kick)))
 		ev |= EPOLLOUT;
 	if (loop_io_update(c->l, &c->io, ev) < 0 && !c->sock_err)
 		c->sock_err = -errno;
