@@ -38,6 +38,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -920,6 +922,9 @@ int tls_conn_new(struct loop *l, int fd, SSL_CTX *ctx, bool server,
 	if (!c)
 		return -ENOMEM;
 	c->l = l;
+	/* Output is already batched per loop turn (one sendmsg for many
+	 * records), so Nagle can only delay a small reply behind an ACK. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	loop_io_init(&c->io, fd, conn_io_cb, c);
 	loop_timer_init(&c->kick, conn_kick_cb, c);
 	loop_timer_init(&c->timer, conn_timer_cb, c);
