@@ -29,6 +29,7 @@
 #include "config.h"
 #include "ctlsock.h"
 #include "daemon.h"
+#include "fsutil.h"
 #include "log.h"
 #include "loop.h"
 #include "relay.h"
@@ -520,22 +521,6 @@ static void on_rotate(struct loop *l, struct loop_timer *t)
 	if (n > 0)
 		log_info("rotated %d workload certificate%s", n, n == 1 ? "" : "s");
 	loop_timer_arm(l, t, 1000);
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return mkdir(tmp, mode) < 0 && errno != EEXIST ? -errno : 0;
 }
 
 /* The mesh root (created on first start) and the leaf store. */

@@ -17,6 +17,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "redirect.skel.h"
 #include "rtnl.h"
@@ -90,24 +91,6 @@ int bpfctl_ensure_bpffs(const char *bpffs)
 	return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-	char tmp[PATH_MAX];
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 /* Pin fd at dir/name, atomically replacing an older pin of that name. */
 static int pin_replace(const char *dir, const char *name, int fd)
 {
@@ -144,7 +127,7 @@ int bpfctl_load(struct bpfctl *b, const char *bpffs, const char *node)
 	int err;
 
 	bpfctl_init(b, bpffs, node);
-	err = mkdir_p(b->pin_dir);
+	err = mkdir_p(b->pin_dir, 0700);
 	if (err) {
 		log_error("cannot create pin directory %s: %s", b->pin_dir,
 			  strerror(-err));
@@ -255,13 +238,16 @@ static uint32_t prog_id_of(int fd)
 	return info.id;
 }
 
+/* Our filter slot: ingress of ifindex, our handle and priority. */
+#define OUR_TC_SLOT(hook, opts, ...)                                           \
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,                     \
+		    .attach_point = BPF_TC_INGRESS);                           \
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = AMB_TC_HANDLE,                \
+		    .priority = AMB_TC_PRIORITY, ##__VA_ARGS__)
+
 int bpfctl_tc_attach(int ifindex, int prog_fd)
 {
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
-		    .attach_point = BPF_TC_INGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = AMB_TC_HANDLE,
-		    .priority = AMB_TC_PRIORITY, .prog_fd = prog_fd,
-		    .flags = BPF_TC_F_REPLACE);
+	OUR_TC_SLOT(hook, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE);
 	int err;
 
 	/* clsact may already be there (another CNI): share it. */
@@ -275,10 +261,7 @@ int bpfctl_tc_attach(int ifindex, int prog_fd)
 
 int bpfctl_tc_detach(int ifindex)
 {
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
-		    .attach_point = BPF_TC_INGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = AMB_TC_HANDLE,
-		    .priority = AMB_TC_PRIORITY);
+	OUR_TC_SLOT(hook, opts);
 	int err;
 
 	log_libbpf_quiet(true);
@@ -289,11 +272,7 @@ int bpfctl_tc_detach(int ifindex)
 
 uint32_t bpfctl_tc_prog_id(int ifindex)
 {
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
-		    .attach_point = BPF_TC_INGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = AMB_TC_HANDLE,
-		    .priority = AMB_TC_PRIORITY);
-
+	OUR_TC_SLOT(hook, opts);
 	int err;
 
 	log_libbpf_quiet(true);
