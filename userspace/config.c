@@ -804,6 +804,7 @@ static const struct vtype t_ipf = { sizeof(unsigned), v_ipf, NULL };
 ENUM_TYPE(t_visibility, "Public", "Namespace");
 ENUM_TYPE(t_pol_scope, "Global", "Namespace", "WorkloadSelector");
 ENUM_TYPE(t_pol_action, "Allow", "Deny");
+ENUM_TYPE(t_pa_mode, "UNSET", "PERMISSIVE", "STRICT", "DISABLE");
 
 #define VAL(k, T, m, ty, req)                                                  \
 	{                                                                      \
@@ -1016,11 +1017,25 @@ static const struct schema policy_schema = { policy_fields, NULL,
 					     policy_finish };
 static const struct vtype t_policy = { sizeof(struct policy), v_obj, &policy_schema };
 
+static const struct field peer_auth_fields[] = {
+	VAL("name", struct peer_auth, name, t_str, true),
+	VAL("namespace", struct peer_auth, namespace, t_str, true),
+	LIST("workloads", struct peer_auth, workloads, n_workloads, t_str,
+	     false),
+	VAL("mode", struct peer_auth, mode, t_pa_mode, true),
+	{ 0 },
+};
+static const struct schema peer_auth_schema = { peer_auth_fields };
+static const struct vtype t_peer_auth = { sizeof(struct peer_auth), v_obj,
+					  &peer_auth_schema };
+
 static const struct field root_fields[] = {
 	LIST("workloads", struct state, workloads, n_workloads, t_workload,
 	     false),
 	LIST("services", struct state, services, n_services, t_service, false),
 	LIST("policies", struct state, policies, n_policies, t_policy, false),
+	LIST("peerAuthentications", struct state, peer_auths, n_peer_auths,
+	     t_peer_auth, false),
 	{ 0 },
 };
 static const struct schema root_schema = { root_fields };
@@ -1347,7 +1362,7 @@ int config_load_buffer(const char *name, const char *buf, size_t len,
 	if (root && !is_null(root)) {
 		if (root->type != YAML_MAPPING_NODE) {
 			ret = fail(&c, root,
-				   "expected a mapping with workloads, services and policies, got %s",
+				   "expected a mapping with workloads, services, policies and peerAuthentications, got %s",
 				   kind(root));
 			goto cleanup;
 		}

@@ -84,6 +84,8 @@ NAME_TABLE(pol_scope_name, enum pol_scope, "Global", "Namespace",
 NAME_TABLE(pol_action_name, enum pol_action, "Allow", "Deny")
 NAME_TABLE(str_match_kind_name, enum str_match_kind, "Exact", "Prefix",
 	   "Suffix", "Presence")
+NAME_TABLE(peer_auth_mode_name, enum peer_auth_mode, "UNSET", "PERMISSIVE",
+	   "STRICT", "DISABLE")
 
 static void arena_free(struct chunk *c)
 {
@@ -387,6 +389,12 @@ int state_index_policy(struct state *st, const struct policy *pol,
 {
 	return smap_put(st, &st->priv->pol_by_key, pol->namespace, pol->name,
 			pol, (const void **)dup);
+}
+
+const struct policy *state_policy_by_key(const struct state *st,
+					 const char *ns, const char *name)
+{
+	return smap_get(&st->priv->pol_by_key, ns, name);
 }
 
 const struct workload *state_workload_by_ip(const struct state *st,

@@ -122,6 +122,23 @@ enum pol_action {
 	POL_ACTION__COUNT,
 };
 
+/*
+ * YAML `mode` of a peer authentication (Istio's PeerAuthentication
+ * mtls.mode). DISABLE admits plaintext like PERMISSIVE does (ztunnel only
+ * acts on STRICT).
+ */
+enum peer_auth_mode {
+	PA_MODE_UNSET = 0, /* inherit from the wider scope */
+	PA_MODE_PERMISSIVE,
+	PA_MODE_STRICT,
+	PA_MODE_DISABLE,
+	PA_MODE__COUNT,
+};
+
+/* Istio's root namespace: a namespace-wide peer authentication here is the
+ * mesh-wide default. */
+#define PA_ROOT_NAMESPACE "istio-system"
+
 /* Kind of a string match in a policy (YAML `{Exact: s}`, `!Prefix s`...). */
 enum str_match_kind {
 	SM_EXACT = 0,
@@ -144,6 +161,7 @@ const char *svc_visibility_name(enum svc_visibility v);
 const char *pol_scope_name(enum pol_scope s);
 const char *pol_action_name(enum pol_action a);
 const char *str_match_kind_name(enum str_match_kind k);
+const char *peer_auth_mode_name(enum peer_auth_mode m);
 
 /* servicePort -> targetPort (both host order, 1..65535). */
 struct port_pair {
@@ -341,6 +359,21 @@ struct policy {
 	size_t n_rules;
 };
 
+/*
+ * Peer authentication (our local-file extension, Istio's PeerAuthentication
+ * reduced to L4): applies to the named workloads of its namespace, or to the
+ * whole namespace when `workloads` is empty, or to the mesh when that
+ * namespace is PA_ROOT_NAMESPACE. The most specific non-UNSET mode wins;
+ * nothing set means PERMISSIVE.
+ */
+struct peer_auth {
+	char *name;
+	char *namespace;
+	char **workloads; /* workload `name`s; empty: namespace-wide */
+	size_t n_workloads;
+	enum peer_auth_mode mode;
+};
+
 struct state_priv;
 
 struct state {
@@ -354,6 +387,8 @@ struct state {
 	size_t n_services;
 	struct policy *policies;
 	size_t n_policies;
+	struct peer_auth *peer_auths;
+	size_t n_peer_auths;
 	struct state_priv *priv; /* indexes and memory; private to state.c */
 };
 
@@ -413,6 +448,10 @@ int state_index_service_vip(struct state *st, uint32_t addr_be,
 			    const struct service **dup);
 int state_index_service_host(struct state *st, const struct service *svc,
 			     const struct service **dup);
+/* O(1): the policy ns/name, or NULL. */
+const struct policy *state_policy_by_key(const struct state *st,
+					 const char *ns, const char *name);
+
 /* Policies by "namespace/name". */
 int state_index_policy(struct state *st, const struct policy *pol,
 		       const struct policy **dup);

@@ -492,7 +492,7 @@ static const struct err_case err_cases[] = {
 	{ "mapping expected for a workload", "workloads: [x]\n",
 	  "cfg.yaml:1: workloads[0]: expected a mapping, got a scalar" },
 	{ "top level must be a mapping", "- a\n- b\n",
-	  "cfg.yaml:1: expected a mapping with workloads, services and policies, got a list" },
+	  "cfg.yaml:1: expected a mapping with workloads, services, policies and peerAuthentications, got a list" },
 	{ "bad protocol", WL0 "  protocol: HTTP\n",
 	  "cfg.yaml:5: workloads[0].protocol: invalid value \"HTTP\" (allowed: TCP, HBONE)" },
 	{ "enum is case-sensitive", WL0 "  protocol: hbone\n",
