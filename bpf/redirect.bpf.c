@@ -11,6 +11,8 @@
  * carrying the tunnel's SO_MARK is ever captured. Both drop packets that
  * claim an enrolled pod's address without coming from that pod's veth: the
  * tunnel takes the source address as the caller's identity.
+ * amb_tc_inbound also refuses plaintext SYNs that the compiled policy
+ * (amb_pol) denies, so a denied caller never reaches a socket.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -95,6 +97,14 @@ int amb_tc_inbound(struct __sk_buff *skb)
 
 	port = p.dport == bpf_htons(AMB_PORT_HBONE) ? AMB_PORT_HBONE :
 						      AMB_PORT_INBOUND;
+	/* A plaintext caller has no identity: when the policy denies it
+	 * by address and port alone, refuse before any socket exists. */
+	if (port == AMB_PORT_INBOUND) {
+		struct amb_pol_verdict *v = policy_lookup(&p);
+
+		if (v && v->deny)
+			return refuse_by_policy(skb, &p, v->policy_id);
+	}
 	sk = lookup_listener(skb, &p, port);
 	if (!sk)
 		return refuse_syn(skb, &p);

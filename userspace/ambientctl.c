@@ -67,7 +67,9 @@ static void usage(FILE *f)
 		"  ambientctl --node node1 pods\n"
 		"  ambientctl -n node1 counters -o json\n"
 		"  nsenter --net=/run/netns/node1 ambientctl -n node1 enroll 198.18.1.12\n"
-		"  ambientctl -n node1 sockets\n");
+		"  ambientctl -n node1 sockets\n"
+		"  ambientctl -n node1 policies\n"
+		"  ambientctl -n node2 check 198.18.1.10 198.18.2.10:8080\n");
 }
 
 static const char *ip4(uint32_t addr, char *buf)
@@ -317,6 +319,81 @@ static int cmd_certificates(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+/* The kernel's side alone (daemon down): refusals per policy slot. */
+static int kernel_policies(struct ctl *c)
+{
+	int err = bpfctl_open_pinned(&c->b, c->bpffs, c->node);
+	int n = 0;
+
+	if (err) {
+		fprintf(stderr, "ambientctl: node '%s' has no pinned BPF state under "
+			"%s/ambientd: %s\n", c->node, c->bpffs, strerror(-err));
+		return 1;
+	}
+	if (!c->json)
+		printf("%-48s %10s\n", "KERNEL POLICY SLOT", "REFUSED");
+	else
+		printf("{\"kernel\":[");
+	for (uint32_t id = 1; id < AMB_MAX_POL_IDS; id++) {
+		struct amb_counter sum;
+		char name[AMB_POL_NAME_LEN];
+
+		if (bpfctl_pol_name(&c->b, id, name, sizeof(name)) ||
+		    bpfctl_pol_hits(&c->b, id, &sum))
+			continue;
+		if (c->json)
+			printf("%s{\"id\":%u,\"name\":\"%s\",\"refused\":%llu}",
+			       n++ ? "," : "", id, name,
+			       (unsigned long long)sum.packets);
+		else
+			printf("%-48s %10llu\n", name,
+			       (unsigned long long)sum.packets);
+	}
+	if (c->json)
+		printf("]}\n");
+	bpfctl_close(&c->b);
+	return 0;
+}
+
+static int cmd_policies(struct ctl *c, int argc, char **argv)
+{
+	char *answer = NULL;
+	int err = ctlsock_request(c->node, c->json ? "policies" : "policies table",
+				  &answer);
+
+	if (err == -ENOENT || err == -ECONNREFUSED) {
+		fprintf(stderr, "ambientctl: no ambientd is running for node '%s'; "
+			"showing the kernel's policy counters only\n", c->node);
+		return kernel_policies(c);
+	}
+	if (err) {
+		fprintf(stderr, "ambientctl: asking the daemon of node '%s': %s\n",
+			c->node, strerror(-err));
+		return 1;
+	}
+	fputs(answer, stdout);
+	free(answer);
+	return 0;
+}
+
+static int cmd_check(struct ctl *c, int argc, char **argv)
+{
+	char req[1024], *answer = NULL;
+	int rc;
+
+	if (strlen(argv[0]) + strlen(argv[1]) + 8 > sizeof(req)) {
+		fprintf(stderr, "ambientctl check: arguments too long\n");
+		return 2;
+	}
+	snprintf(req, sizeof(req), "check %s %s", argv[0], argv[1]);
+	if (daemon_request(c, req, &answer))
+		return 1;
+	fputs(answer, stdout);
+	rc = strncmp(answer, "error:", 6) == 0 ? 2 : 0;
+	free(answer);
+	return rc;
+}
+
 static const struct command commands[] = {
 	{ "pods", "", "enrolled pods: address, host veth, who enrolled it", 0, cmd_pods },
 	{ "counters", "", "BPF verdict counters by reason (packets, bytes)", 0, cmd_counters },
@@ -325,6 +402,8 @@ static const struct command commands[] = {
 	{ "unenroll", "POD_IP", "stop capturing a pod", 1, cmd_unenroll },
 	{ "certificates", "", "workload certificates: identity, serial, validity, state", 0, cmd_certificates },
 	{ "status", "", "the running daemon: config generation, workers, connections (JSON)", 0, cmd_status },
+	{ "policies", "", "authorization policies: scope, action, hits (userspace and kernel)", 0, cmd_policies },
+	{ "check", "SRC DST_IP:PORT", "explain the policy decision (SRC: IP, spiffe://ID or ID@IP)", 2, cmd_check },
 	{ 0 },
 };
 

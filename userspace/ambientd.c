@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "authz.h"
 #include "bpfctl.h"
 #include "cli.h"
 #include "ca.h"
@@ -32,6 +33,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "loop.h"
+#include "polmap.h"
 #include "relay.h"
 #include "rtnl.h"
 #include "state.h"
@@ -115,6 +117,8 @@ struct control {
 	uLong cfg_crc; /* of the file content now in force */
 	char ctl_path[128];
 	uint64_t sock_events[AMB_SE_CLOSE + 1];
+	struct polmap_ids *pol_ids; /* policy slots of the kernel fast path */
+	bool pol_full_warned;
 };
 
 static void usage(FILE *f)
@@ -397,6 +401,66 @@ static int find_stale(uint32_t addr, const struct amb_pod *pod, void *arg)
 	return 0;
 }
 
+/* ---- policy fast path ------------------------------------------------- */
+
+struct polsync {
+	struct control *c;
+	const struct state *st;
+	struct polmap pm;
+	int err;
+};
+
+static int polsync_pod(uint32_t addr, const struct amb_pod *pod, void *arg)
+{
+	struct polsync *s = arg;
+	const struct workload *wl = state_workload_by_ip(s->st, addr);
+	char ip[INET_ADDRSTRLEN];
+	int err;
+
+	/* Policy governs mesh workloads of this node only (as in worker.c). */
+	if (!wl || wl->protocol != WL_PROTO_HBONE || !wl->node ||
+	    strcmp(wl->node, s->c->o.node) != 0)
+		return 0;
+	err = polmap_compile(s->st, wl, addr, s->c->pol_ids, &s->pm);
+	if (err == -ENOSPC && !s->c->pol_full_warned) {
+		s->c->pol_full_warned = true;
+		log_warn("policy fast path: all %d policy slots used; %s is "
+			 "enforced in userspace only", AMB_MAX_POL_IDS,
+			 ip4(addr, ip));
+	} else if (err && err != -ENOSPC) {
+		s->err = err;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Compile the plaintext-caller decisions of every enrolled pod into amb_pol
+ * (polmap.h). Userspace decides the same way on 15006 whatever happens
+ * here, so a failure only costs the kernel shortcut.
+ */
+static void policy_sync(struct control *c, const struct state *st)
+{
+	struct polsync s = { .c = c, .st = st };
+	int err;
+
+	if (!c->pol_ids)
+		return;
+	bpfctl_for_each_pod(&c->b, polsync_pod, &s);
+	err = s.err ? s.err :
+		      polmap_sync(c->b.pol_fd, c->b.pol_names_fd, c->pol_ids,
+				  &s.pm);
+	if (err && s.pm.n <= AMB_MAX_POL_ENTRIES)
+		log_warn("policy fast path: updating amb_pol: %s", strerror(-err));
+	else if (err)
+		log_warn("policy fast path: %zu entries exceed amb_pol's %d; "
+			 "some plaintext denials happen in userspace only",
+			 s.pm.n, AMB_MAX_POL_ENTRIES);
+	else
+		log_debug("policy fast path: %zu amb_pol entries", s.pm.n);
+	polmap_free(&s.pm);
+}
+
 /* Make the kernel's enrollment match the snapshot; returns pending count. */
 static int reconcile(struct control *c)
 {
@@ -429,6 +493,7 @@ static int reconcile(struct control *c)
 	}
 	state_workloads_on_node(st, c->o.node, enroll_workload, r);
 	bpfctl_attach_inbound_all(&c->b);
+	policy_sync(c, st);
 	pending = r->pending;
 	free(r);
 	state_unref(st);
@@ -596,9 +661,198 @@ static void list_cert(const struct leaf *leaf, enum leaf_state st, void *arg)
 		leaf_state_name(st));
 }
 
+/* SYNs the kernel refused under this slot name (0 if it never did). */
+static uint64_t kernel_refused(struct control *c, const char *name)
+{
+	struct amb_counter sum;
+
+	for (uint32_t id = 1; id < AMB_MAX_POL_IDS; id++) {
+		const char *n = polmap_id_name(c->pol_ids, id);
+
+		if (n && strcmp(n, name) == 0)
+			return bpfctl_pol_hits(&c->b, id, &sum) ? 0 : sum.packets;
+	}
+	return 0;
+}
+
+/* JSON string body: escapes quotes, backslashes and control characters. */
+static void json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(out, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(out, "\\u%04x", *s);
+		else
+			fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+/*
+ * `policies`: every policy with scope, action and hits (userspace decisions
+ * and kernel refusals), then the decisions no single policy owns.
+ */
+static void ctl_policies(struct control *c, FILE *out, bool table)
+{
+	struct state *st = daemon_state_get(&c->d);
+	struct authz_stats *a = &c->d.authz;
+	char key[600], strict[700];
+
+	if (table)
+		fprintf(out, "%-40s %-16s %-6s %-7s %8s %8s %8s %8s %8s\n",
+			"POLICY", "SCOPE", "ACTION", "DRYRUN", "ALLOWED",
+			"DENIED", "DRY_ALLOW", "DRY_DENY", "KERNEL");
+	else
+		fputs("{\"policies\":[", out);
+	for (size_t i = 0; i < st->n_policies; i++) {
+		const struct policy *p = &st->policies[i];
+		const struct policy_hits *h = st->policy_hits ? &st->policy_hits[i] : NULL;
+		unsigned long long al = h ? atomic_load(&h->allow) : 0,
+				   de = h ? atomic_load(&h->deny) : 0,
+				   da = h ? atomic_load(&h->dry_allow) : 0,
+				   dd = h ? atomic_load(&h->dry_deny) : 0,
+				   kr;
+
+		snprintf(key, sizeof(key), "%s/%s", p->namespace, p->name);
+		kr = kernel_refused(c, key);
+		if (table) {
+			fprintf(out, "%-40s %-16s %-6s %-7s %8llu %8llu %8llu %8llu %8llu\n",
+				key, pol_scope_name(p->scope),
+				pol_action_name(p->action),
+				p->dry_run ? "true" : "false", al, de, da, dd, kr);
+			continue;
+		}
+		fputs(i ? ",{\"name\":" : "{\"name\":", out);
+		json_str(out, p->name);
+		fputs(",\"namespace\":", out);
+		json_str(out, p->namespace);
+		fprintf(out, ",\"scope\":\"%s\",\"action\":\"%s\",\"dryRun\":%s,"
+			"\"allowed\":%llu,\"denied\":%llu,\"dryRunAllowed\":%llu,"
+			"\"dryRunDenied\":%llu,\"kernelRefused\":%llu}",
+			pol_scope_name(p->scope), pol_action_name(p->action),
+			p->dry_run ? "true" : "false", al, de, da, dd, kr);
+	}
+	/* Kernel refusals under STRICT peer authentications. */
+	{
+		unsigned long long strict_k = 0;
+
+		for (size_t i = 0; i < st->n_peer_auths; i++) {
+			snprintf(strict, sizeof(strict), "(STRICT) %s/%s",
+				 st->peer_auths[i].namespace,
+				 st->peer_auths[i].name);
+			strict_k += kernel_refused(c, strict);
+		}
+		snprintf(key, sizeof(key), "(%s)",
+			 authz_reason_name(AUTHZ_R_NO_ALLOW_MATCHED));
+		if (table) {
+			fprintf(out, "%-40s %-16s %-6s %-7s %8s %8llu %8s %8s %8llu\n",
+				key, "-", "DENY", "-", "-",
+				(unsigned long long)atomic_load(&a->denied_no_allow_match),
+				"-", "-", (unsigned long long)kernel_refused(c, key));
+			fprintf(out, "%-40s %-16s %-6s %-7s %8s %8llu %8s %8s %8llu\n",
+				"(STRICT mTLS, plaintext caller)", "-", "DENY", "-", "-",
+				(unsigned long long)atomic_load(&a->denied_strict),
+				"-", "-", strict_k);
+			state_unref(st);
+			return;
+		}
+		fprintf(out, "],\"defaultDeny\":{\"denied\":%llu,\"kernelRefused\":%llu},"
+			"\"strictDeny\":{\"denied\":%llu,\"kernelRefused\":%llu},"
+			"\"allowed\":%llu,\"denied\":%llu,\"closedOnChange\":%llu}\n",
+			(unsigned long long)atomic_load(&a->denied_no_allow_match),
+			(unsigned long long)kernel_refused(c, key),
+			(unsigned long long)atomic_load(&a->denied_strict), strict_k,
+			(unsigned long long)atomic_load(&a->allowed),
+			(unsigned long long)atomic_load(&a->denied),
+			(unsigned long long)atomic_load(&a->closed_on_change));
+	}
+	state_unref(st);
+}
+
+/*
+ * `check SRC DST:PORT`: what the destination's tunnel would decide now.
+ * SRC is an IP (a mesh workload's IP stands for its identity, any other
+ * address for a plaintext caller), "spiffe://..." or "spiffe://...@IP".
+ */
+static int ctl_check(struct control *c, const char *args, FILE *out)
+{
+	char src[SPIFFE_ID_MAX + 32], dst[64], idbuf[SPIFFE_ID_MAX], *at, *colon;
+	struct state *st;
+	const struct workload *swl, *dwl;
+	struct authz_conn q = { .src_prefix_len = 32 };
+	struct in_addr a;
+	unsigned long port;
+	char *text;
+	size_t need;
+
+	if (sscanf(args, "%2079s %63s", src, dst) != 2) {
+		fprintf(out, "error: expected: check SRC DST_IP:PORT\n");
+		return 0;
+	}
+	colon = strrchr(dst, ':');
+	port = colon ? strtoul(colon + 1, NULL, 10) : 0;
+	if (!colon || port == 0 || port > 65535 ||
+	    (*colon = '\0', inet_pton(AF_INET, dst, &a) != 1)) {
+		fprintf(out, "error: destination '%s' is not IPv4:PORT\n", dst);
+		return 0;
+	}
+	q.dst_be = a.s_addr;
+	q.dst_port = (uint16_t)port;
+	at = strchr(src, '@');
+	if (strncmp(src, "spiffe://", 9) == 0) {
+		q.identity = src;
+		if (at) {
+			*at = '\0';
+			if (inet_pton(AF_INET, at + 1, &a) != 1) {
+				fprintf(out, "error: '%s' is not an IPv4 address\n", at + 1);
+				return 0;
+			}
+			q.src_be = a.s_addr;
+		}
+	} else if (inet_pton(AF_INET, src, &a) == 1) {
+		q.src_be = a.s_addr;
+	} else {
+		fprintf(out, "error: source '%s' is neither an IPv4 address nor a "
+			"SPIFFE ID\n", src);
+		return 0;
+	}
+	st = daemon_state_get(&c->d);
+	if (!q.identity) {
+		swl = state_workload_by_ip(st, q.src_be);
+		if (swl && swl->protocol == WL_PROTO_HBONE &&
+		    !workload_identity(swl, idbuf, sizeof(idbuf)))
+			q.identity = idbuf;
+	}
+	dwl = state_workload_by_ip(st, q.dst_be);
+	if (!dwl || dwl->protocol != WL_PROTO_HBONE) {
+		fprintf(out, "%s is not a mesh (HBONE) workload: no policy applies\n",
+			dst);
+		state_unref(st);
+		return 0;
+	}
+	need = authz_explain(st, dwl, &q, NULL, 0) + 1;
+	text = malloc(need);
+	if (text) {
+		authz_explain(st, dwl, &q, text, need);
+		fputs(text, out);
+		free(text);
+	}
+	state_unref(st);
+	return 0;
+}
+
 static int ctl_handle(const char *cmd, FILE *out, void *arg)
 {
 	struct control *c = arg;
+
+	if (strcmp(cmd, "policies") == 0 || strcmp(cmd, "policies table") == 0) {
+		ctl_policies(c, out, cmd[8] != '\0');
+		return 0;
+	}
+	if (strncmp(cmd, "check ", 6) == 0)
+		return ctl_check(c, cmd + 6, out);
 
 	if (strcmp(cmd, "certificates") == 0) {
 		struct cert_list l = { .out = out };
@@ -723,6 +977,9 @@ static int run(struct control *c)
 		return 1;
 	if (bpfctl_load(&c->b, c->o.bpffs, c->o.node))
 		return 1;
+	c->pol_ids = polmap_ids_new(c->b.pol_names_fd);
+	if (!c->pol_ids)
+		goto out;
 	if (bpfctl_setup_routing())
 		goto out;
 	memcpy(nets, c->o.excl_nets, c->o.n_excl_nets * sizeof(nets[0]));
@@ -804,6 +1061,7 @@ out_loop:
 out_workers:
 	workers_stop(&c->d);
 out:
+	polmap_ids_free(c->pol_ids);
 	bpfctl_close(&c->b);
 	if (c->o.uninstall_on_exit) {
 		log_info("uninstalling node %s", c->o.node);

@@ -38,6 +38,8 @@ static const char *const reason_names[AMB_R_MAX] = {
 	[AMB_R_DROP_ASSIGN_FAILED] = "drop_assign_failed",
 	[AMB_R_DROP_MALFORMED] = "drop_malformed",
 	[AMB_R_REFUSED_NO_LISTENER] = "refused_no_listener",
+	[AMB_R_REFUSED_POLICY] = "refused_policy",
+	[AMB_R_DROP_POLICY] = "drop_policy",
 };
 
 const char *bpfctl_reason_name(unsigned reason)
@@ -69,6 +71,7 @@ static void bpfctl_init(struct bpfctl *b, const char *bpffs, const char *node)
 	snprintf(b->pin_dir, sizeof(b->pin_dir), "%.*s/ambientd/%s",
 		 (int)(sizeof(b->pin_dir) - 80), bpffs, node);
 	b->pods_fd = b->counters_fd = b->excl_net_fd = b->excl_port_fd = -1;
+	b->pol_fd = b->pol_hits_fd = b->pol_names_fd = -1;
 	b->socks_fd = b->sock_ev_fd = b->prog_pod_fd = b->prog_inbound_fd = -1;
 }
 
@@ -161,6 +164,9 @@ int bpfctl_load(struct bpfctl *b, const char *bpffs, const char *node)
 	b->sock_ev_fd = dup(bpf_map__fd(b->sockops->maps.amb_sock_ev));
 	b->prog_pod_fd = dup(bpf_program__fd(b->redir->progs.amb_tc_pod));
 	b->prog_inbound_fd = dup(bpf_program__fd(b->redir->progs.amb_tc_inbound));
+	b->pol_fd = dup(bpf_map__fd(b->redir->maps.amb_pol));
+	b->pol_hits_fd = dup(bpf_map__fd(b->redir->maps.amb_pol_hits));
+	b->pol_names_fd = dup(bpf_map__fd(b->redir->maps.amb_pol_names));
 
 	err = pin_replace(b->pin_dir, "amb_tc_pod", b->prog_pod_fd);
 	if (!err)
@@ -196,6 +202,9 @@ int bpfctl_open_pinned(struct bpfctl *b, const char *bpffs, const char *node)
 		{ &b->socks_fd, "amb_socks" },
 		{ &b->prog_pod_fd, "amb_tc_pod" },
 		{ &b->prog_inbound_fd, "amb_tc_inbound" },
+		{ &b->pol_fd, "amb_pol" },
+		{ &b->pol_hits_fd, "amb_pol_hits" },
+		{ &b->pol_names_fd, "amb_pol_names" },
 	};
 
 	bpfctl_init(b, bpffs, node);
@@ -215,7 +224,8 @@ void bpfctl_close(struct bpfctl *b)
 {
 	int *fds[] = { &b->pods_fd, &b->counters_fd, &b->excl_net_fd,
 		       &b->excl_port_fd, &b->socks_fd, &b->sock_ev_fd,
-		       &b->prog_pod_fd, &b->prog_inbound_fd };
+		       &b->prog_pod_fd, &b->prog_inbound_fd, &b->pol_fd,
+		       &b->pol_hits_fd, &b->pol_names_fd };
 
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)
@@ -515,26 +525,55 @@ int bpfctl_set_exclusions(struct bpfctl *b, const uint16_t *ports, size_t n_port
 	return err;
 }
 
-int bpfctl_read_counters(struct bpfctl *b, struct amb_counter *out)
+/* Sum slot `key` of a per-CPU amb_counter array over the CPUs. */
+static int sum_percpu(int fd, __u32 key, struct amb_counter *out)
 {
 	int ncpu = libbpf_num_possible_cpus();
 	struct amb_counter *per;
+	int err = 0;
 
+	out->packets = out->bytes = 0;
 	if (ncpu <= 0)
 		return ncpu ? ncpu : -EINVAL;
 	per = calloc(ncpu, sizeof(*per));
 	if (!per)
 		return -ENOMEM;
-	for (__u32 r = 0; r < AMB_R_MAX; r++) {
-		out[r].packets = out[r].bytes = 0;
-		if (bpf_map_lookup_elem(b->counters_fd, &r, per) < 0)
-			continue;
-		for (int c = 0; c < ncpu; c++) {
-			out[r].packets += per[c].packets;
-			out[r].bytes += per[c].bytes;
-		}
+	if (bpf_map_lookup_elem(fd, &key, per) < 0)
+		err = -errno;
+	for (int c = 0; !err && c < ncpu; c++) {
+		out->packets += per[c].packets;
+		out->bytes += per[c].bytes;
 	}
 	free(per);
+	return err;
+}
+
+int bpfctl_read_counters(struct bpfctl *b, struct amb_counter *out)
+{
+	for (__u32 r = 0; r < AMB_R_MAX; r++) {
+		int err = sum_percpu(b->counters_fd, r, &out[r]);
+
+		if (err && err != -ENOENT)
+			return err;
+	}
+	return 0;
+}
+
+int bpfctl_pol_hits(struct bpfctl *b, uint32_t id, struct amb_counter *out)
+{
+	return sum_percpu(b->pol_hits_fd, id, out);
+}
+
+int bpfctl_pol_name(struct bpfctl *b, uint32_t id, char *buf, size_t len)
+{
+	struct amb_pol_name n;
+
+	if (bpf_map_lookup_elem(b->pol_names_fd, &id, &n) < 0)
+		return -errno;
+	n.name[AMB_POL_NAME_LEN - 1] = '\0';
+	if (!n.name[0])
+		return -ENOENT;
+	snprintf(buf, len, "%s", n.name);
 	return 0;
 }
 

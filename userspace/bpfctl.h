@@ -6,6 +6,7 @@
  *
  * Pin layout under <bpffs>/ambientd/<node>/:
  *   amb_pods amb_counters amb_excl_net amb_excl_port amb_socks amb_sock_ev
+ *   amb_pol amb_pol_hits amb_pol_names       (policy fast path)
  *   amb_tc_pod amb_tc_inbound amb_sockops   (programs)
  *   amb_sockops_lnk                          (cgroup link)
  * All functions return 0 or -errno unless said otherwise.
@@ -36,6 +37,9 @@ struct bpfctl {
 	int sock_ev_fd;
 	int prog_pod_fd;
 	int prog_inbound_fd;
+	int pol_fd;	  /* amb_pol */
+	int pol_hits_fd;  /* amb_pol_hits */
+	int pol_names_fd; /* amb_pol_names */
 };
 
 #define BPFCTL_DEFAULT_BPFFS "/sys/fs/bpf"
@@ -89,6 +93,10 @@ int bpfctl_set_exclusions(struct bpfctl *b, const uint16_t *ports, size_t n_port
 /* Sum the per-CPU counters into out[AMB_R_MAX]. */
 int bpfctl_read_counters(struct bpfctl *b, struct amb_counter *out);
 const char *bpfctl_reason_name(unsigned reason);
+/* SYNs the kernel refused for policy slot id (amb_pol_hits, summed). */
+int bpfctl_pol_hits(struct bpfctl *b, uint32_t id, struct amb_counter *out);
+/* Name of policy slot id (amb_pol_names); -ENOENT if unused. */
+int bpfctl_pol_name(struct bpfctl *b, uint32_t id, char *buf, size_t len);
 
 /* Remove every filter, link, pin, rule and route of this node (run in the
  * node netns). Idempotent; reports what it removed through log_info. */

@@ -12,7 +12,7 @@
 
 #include "log.h"
 
-#define CTL_MAX_REQUEST 256
+#define CTL_MAX_REQUEST 1024
 #define CTL_MAX_ANSWER (16u << 20)
 
 void ctlsock_path(char *buf, size_t len, const char *node)

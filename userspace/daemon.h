@@ -28,6 +28,15 @@ struct hbone_stats {
 	atomic_uint_fast64_t handshake_failures;
 };
 
+/* Authorization outcomes that no single policy owns. */
+struct authz_stats {
+	atomic_uint_fast64_t allowed;
+	atomic_uint_fast64_t denied;
+	atomic_uint_fast64_t denied_no_allow_match; /* "default deny" */
+	atomic_uint_fast64_t denied_strict;	    /* STRICT, plaintext */
+	atomic_uint_fast64_t closed_on_change;	    /* live conns re-denied */
+};
+
 struct daemon {
 	const char *node;
 	size_t relay_buf_size;
@@ -49,6 +58,7 @@ struct daemon {
 	struct ca *ca;
 	struct certstore *certs;
 	struct hbone_stats hbone;
+	struct authz_stats authz;
 };
 
 /* spiffe://<td>/ns/<ns>/sa/<sa> of a workload into buf; 0 or -errno. */

@@ -374,6 +374,18 @@ struct peer_auth {
 	enum peer_auth_mode mode;
 };
 
+/*
+ * Per-policy decision counters: the one mutable part of a snapshot. The
+ * daemon attaches them (state_zalloc) before publishing; workers count into
+ * them with relaxed atomics, never a lock.
+ */
+struct policy_hits {
+	atomic_uint_fast64_t allow;	/* decided ALLOW by this policy */
+	atomic_uint_fast64_t deny;	/* decided DENY by this policy */
+	atomic_uint_fast64_t dry_allow; /* dryRun: would have allowed */
+	atomic_uint_fast64_t dry_deny;	/* dryRun: would have denied */
+};
+
 struct state_priv;
 
 struct state {
@@ -389,6 +401,7 @@ struct state {
 	size_t n_policies;
 	struct peer_auth *peer_auths;
 	size_t n_peer_auths;
+	struct policy_hits *policy_hits; /* parallel to policies, or NULL */
 	struct state_priv *priv; /* indexes and memory; private to state.c */
 };
 

@@ -338,7 +338,7 @@ static void outbound_ready(void *arg, struct hb_conn *hc, int err)
 	 * otherwise; the relay resets the client then. */
 	err = relay_start(w->loop, down, up, true, &opts, NULL);
 	if (err)
-		log_warn("relay start failed: %s", strerror(-err));
+		conn_start_failed(o->c, err);
 	free(o);
 }
 
@@ -429,6 +429,7 @@ static void pending_connected(int fd, int err, void *arg)
 	struct inbound *in = p->in;
 	struct worker *w = in->w;
 	struct relay_end *down, *up;
+	struct relay *r;
 	struct conn *c;
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 
@@ -460,11 +461,20 @@ static void pending_connected(int fd, int err, void *arg)
 	c->src = in->src;
 	c->dst = p->target;
 	opts.arg = c;
+	if (conn_police(c, in->peer_id)) {
+		up->ops->abort(up);
+		down->ops->abort(down);
+		goto out;
+	}
 	inbound_log(in, &p->target, 200, NULL);
 	/* 200 only now that the pod accepted the connection. */
 	hb_stream_respond(p->req, 200);
 	atomic_fetch_add(&w->live, 1);
-	relay_start(w->loop, down, up, false, &opts, NULL);
+	err = relay_start(w->loop, down, up, false, &opts, &r);
+	if (err)
+		conn_start_failed(c, err);
+	else
+		c->relay = r;
 	c = NULL;
 out:
 	free(c);
@@ -515,6 +525,12 @@ static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_r
 	if (!wl || !wl->node || strcmp(wl->node, w->d->node) != 0) {
 		inbound_log(in, &target, 503, "(unknown workload)");
 		hb_stream_respond(req, 503);
+		return;
+	}
+	if (!worker_authorize(w, wl, in->peer_id, &in->src, &target,
+			      "hbone inbound", NULL)) {
+		inbound_log(in, &target, 401, "(denied by policy)");
+		hb_stream_respond(req, 401);
 		return;
 	}
 	p = calloc(1, sizeof(*p));

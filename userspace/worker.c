@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "ambientd/bpf_shared.h"
+#include "authz.h"
+#include "ca.h"
 #include "connector.h"
 #include "daemon.h"
 #include "log.h"
@@ -52,11 +54,39 @@ struct state *daemon_state_get(struct daemon *d)
 	return st;
 }
 
+/* Give st its policy counters, carrying the counts of policies that were
+ * already in old (by namespace/name). Increments that land on old after
+ * this copy are lost: at most what the workers count before they pick up
+ * st. */
+static void attach_policy_hits(struct state *st, const struct state *old)
+{
+	if (st->policy_hits || !st->n_policies)
+		return;
+	st->policy_hits = state_zalloc(st, st->n_policies * sizeof(*st->policy_hits));
+	if (!st->policy_hits || !old || !old->policy_hits)
+		return;
+	for (size_t i = 0; i < st->n_policies; i++) {
+		const struct policy *p = &st->policies[i];
+		const struct policy *q = state_policy_by_key(old, p->namespace, p->name);
+		const struct policy_hits *from;
+		struct policy_hits *to = &st->policy_hits[i];
+
+		if (!q)
+			continue;
+		from = &old->policy_hits[q - old->policies];
+		atomic_store(&to->allow, atomic_load(&from->allow));
+		atomic_store(&to->deny, atomic_load(&from->deny));
+		atomic_store(&to->dry_allow, atomic_load(&from->dry_allow));
+		atomic_store(&to->dry_deny, atomic_load(&from->dry_deny));
+	}
+}
+
 void daemon_state_publish(struct daemon *d, struct state *st)
 {
 	struct state *old;
 
 	pthread_mutex_lock(&d->state_lock);
+	attach_policy_hits(st, d->state);
 	old = d->state;
 	d->state = st;
 	pthread_mutex_unlock(&d->state_lock);
@@ -66,6 +96,8 @@ void daemon_state_publish(struct daemon *d, struct state *st)
 			loop_wake(d->workers[i]->loop);
 	state_unref(old);
 }
+
+static void worker_recheck(struct worker *w);
 
 static void worker_refresh_state(struct loop *l, void *arg)
 {
@@ -79,6 +111,172 @@ static void worker_refresh_state(struct loop *l, void *arg)
 	w->state = daemon_state_get(w->d);
 	w->state_gen = gen;
 	state_unref(old);
+	worker_recheck(w);
+}
+
+/* ---- policy ------------------------------------------------------------ */
+
+static struct policy_hits *hits_of(const struct state *st,
+				   const struct policy *p)
+{
+	return p && st->policy_hits ? &st->policy_hits[p - st->policies] : NULL;
+}
+
+static void count_decision(struct worker *w, const struct authz_result *r)
+{
+	struct authz_stats *s = &w->d->authz;
+	struct policy_hits *h = hits_of(w->state, r->policy);
+
+	if (r->verdict == AUTHZ_ALLOW) {
+		atomic_fetch_add_explicit(&s->allowed, 1, memory_order_relaxed);
+		if (h)
+			atomic_fetch_add_explicit(&h->allow, 1,
+						  memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&s->denied, 1, memory_order_relaxed);
+		if (h)
+			atomic_fetch_add_explicit(&h->deny, 1,
+						  memory_order_relaxed);
+		else if (r->reason == AUTHZ_R_PEER_AUTH_STRICT)
+			atomic_fetch_add_explicit(&s->denied_strict, 1,
+						  memory_order_relaxed);
+		else
+			atomic_fetch_add_explicit(&s->denied_no_allow_match, 1,
+						  memory_order_relaxed);
+	}
+	h = hits_of(w->state, r->dry_run_policy);
+	if (r->dry_run_applies && h)
+		atomic_fetch_add_explicit(r->dry_run_verdict == AUTHZ_ALLOW ?
+						  &h->dry_allow :
+						  &h->dry_deny,
+					  1, memory_order_relaxed);
+}
+
+/* "ns/name" of the deciding policy or the reason, for logs. */
+static const char *decided_by(const struct authz_result *r, char *buf,
+			      size_t len)
+{
+	if (r->policy)
+		snprintf(buf, len, "policy %s/%s", r->policy->namespace,
+			 r->policy->name);
+	else if (r->peer_auth)
+		snprintf(buf, len, "peer authentication %s/%s STRICT",
+			 r->peer_auth->namespace, r->peer_auth->name);
+	else
+		snprintf(buf, len, "%s", authz_reason_name(r->reason));
+	return buf;
+}
+
+bool worker_authorize(struct worker *w, const struct workload *dst,
+		      const char *identity, const struct sockaddr_in *src,
+		      const struct sockaddr_in *to, const char *where,
+		      struct authz_result *res)
+{
+	struct authz_conn c = {
+		.identity = identity,
+		.src_be = src->sin_addr.s_addr,
+		.src_prefix_len = 32,
+		.dst_be = to->sin_addr.s_addr,
+		.dst_port = ntohs(to->sin_port),
+	};
+	struct authz_result local;
+	char a[32], b[32], why[600];
+
+	if (!res)
+		res = &local;
+	authz_evaluate(w->state, dst, &c, res);
+	count_decision(w, res);
+	if (res->dry_run_applies &&
+	    (res->dry_run_policy || res->dry_run_verdict == AUTHZ_DENY)) {
+		if (res->dry_run_policy)
+			snprintf(why, sizeof(why), " by policy %s/%s",
+				 res->dry_run_policy->namespace,
+				 res->dry_run_policy->name);
+		else
+			snprintf(why, sizeof(why), " (no dryRun ALLOW matched)");
+		log_info("%s %s (%s) -> %s: dry run: would %s%s", where,
+			 ip_str(src, a), identity ? identity : "plaintext",
+			 ip_str(to, b),
+			 res->dry_run_verdict == AUTHZ_ALLOW ? "allow" : "deny",
+			 why);
+	}
+	if (res->verdict == AUTHZ_ALLOW)
+		return true;
+	log_info("%s %s (%s) -> %s: denied by %s", where, ip_str(src, a),
+		 identity ? identity : "plaintext", ip_str(to, b),
+		 decided_by(res, why, sizeof(why)));
+	return false;
+}
+
+int conn_police(struct conn *c, const char *identity)
+{
+	struct worker *w = c->w;
+
+	if (identity && !(c->identity = strdup(identity)))
+		return -ENOMEM;
+	c->policed = true;
+	c->prev = NULL;
+	c->next = w->policed;
+	if (w->policed)
+		w->policed->prev = c;
+	w->policed = c;
+	return 0;
+}
+
+static void conn_unpolice(struct conn *c)
+{
+	if (!c->policed)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->w->policed = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->policed = false;
+	free(c->identity);
+	c->identity = NULL;
+}
+
+/*
+ * A new snapshot: re-check every live connection into a local pod and
+ * reset those the new policy denies. A destination that left the config is
+ * not a policy decision; its connections are left alone.
+ */
+static void worker_recheck(struct worker *w)
+{
+	struct conn *c, *next;
+	char a[32], b[32], why[600];
+
+	for (c = w->policed; c; c = next) {
+		const struct workload *dwl;
+		struct authz_conn q = {
+			.identity = c->identity,
+			.src_be = c->src.sin_addr.s_addr,
+			.src_prefix_len = 32,
+			.dst_be = c->dst.sin_addr.s_addr,
+			.dst_port = ntohs(c->dst.sin_port),
+		};
+		struct authz_result r;
+
+		next = c->next;
+		if (!c->relay)
+			continue;
+		dwl = state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
+		if (!dwl)
+			continue;
+		authz_evaluate(w->state, dwl, &q, &r);
+		if (r.verdict == AUTHZ_ALLOW)
+			continue;
+		count_decision(w, &r);
+		atomic_fetch_add(&w->d->authz.closed_on_change, 1);
+		log_info("%s %s (%s) -> %s: closing live connection, now denied "
+			 "by %s",
+			 listener_info[c->kind].name, ip_str(&c->src, a),
+			 c->identity ? c->identity : "plaintext",
+			 ip_str(&c->dst, b), decided_by(&r, why, sizeof(why)));
+		relay_abort(c->relay); /* conn_done frees c */
+	}
 }
 
 const char *ip_str(const struct sockaddr_in *a, char *buf)
@@ -109,6 +307,7 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 	enum log_level lvl = s->result == RELAY_OK ? LOG_DEBUG : LOG_INFO;
 
 	atomic_fetch_sub(&c->w->live, 1);
+	conn_unpolice(c);
 	if (lvl <= log_threshold)
 		log_msg(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
 			listener_info[c->kind].name, ip_str(&c->src, a),
@@ -118,6 +317,14 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 			(unsigned long long)s->bytes_up,
 			(unsigned long long)s->bytes_down,
 			(unsigned long long)(s->ended_ms - s->started_ms));
+	free(c);
+}
+
+void conn_start_failed(struct conn *c, int err)
+{
+	log_warn("relay start failed: %s", strerror(-err));
+	atomic_fetch_sub(&c->w->live, 1);
+	conn_unpolice(c);
 	free(c);
 }
 
@@ -133,8 +340,11 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 {
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 	socklen_t len = sizeof(struct sockaddr_in);
-	char a[32], b[32], wa[128], wb[128];
+	char a[32], b[32], wa[128], wb[128], id[SPIFFE_ID_MAX];
 	const struct workload *swl, *dwl;
+	const char *caller = NULL;
+	bool police = false;
+	struct relay *r;
 	struct conn *c;
 	int up, err;
 
@@ -180,18 +390,36 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 		tunnel_outbound(w, c, fd, swl, dwl);
 		return;
 	}
+	/* Into a local mesh pod: the same policy decision its tunnel would
+	 * make for a remote caller (plaintext on 15006; the source pod's
+	 * identity on the same-node shortcut). */
+	if (c->route == ROUTE_LOCAL && dwl && dwl->protocol == WL_PROTO_HBONE) {
+		if (kind == LISTEN_OUTBOUND && swl &&
+		    !workload_identity(swl, id, sizeof(id)))
+			caller = id;
+		if (!worker_authorize(w, dwl, caller, &c->src, &c->dst,
+				      kind == LISTEN_INBOUND ? "inbound" : "local",
+				      NULL))
+			goto fail; /* the caller sees a reset */
+		police = true;
+	}
 	up = sock_connect_as(&c->src, &c->dst);
 	if (up < 0) {
 		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
 			 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(-up));
 		goto fail;
 	}
+	if (police && conn_police(c, caller)) {
+		close(up);
+		goto fail;
+	}
 	opts.arg = c;
 	atomic_fetch_add(&w->live, 1);
-	err = relay_start_tcp(w->loop, fd, up, true, &opts, NULL);
+	err = relay_start_tcp(w->loop, fd, up, true, &opts, &r);
 	if (err)
-		/* The relay owns both fds and has called conn_done. */
-		log_warn("relay start failed: %s", strerror(-err));
+		conn_start_failed(c, err); /* the relay reset both fds */
+	else
+		c->relay = r;
 	return;
 fail:
 	free(c);

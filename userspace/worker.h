@@ -18,6 +18,7 @@ struct state;
 struct workload;
 struct tls_ctx_entry;
 struct pool;
+struct authz_result;
 
 enum listener_kind {
 	LISTEN_OUTBOUND, /* 15001: captured pod egress */
@@ -54,6 +55,9 @@ struct worker {
 	struct pool *pool;
 	struct tls_ctx_entry *ctxs;
 	uint64_t ctx_gen;
+	/* Live connections into local pods that policy governs; re-checked
+	 * when a new snapshot arrives. */
+	struct conn *policed;
 };
 
 /* Per-connection record for logs; freed by the relay's done callback. */
@@ -62,7 +66,33 @@ struct conn {
 	enum listener_kind kind;
 	enum route_kind route;
 	struct sockaddr_in src, dst;
+	/* Policy: set for connections delivered to a local mesh pod. */
+	bool policed;
+	char *identity;	     /* caller's SPIFFE ID (malloc'd), NULL: plaintext */
+	struct relay *relay; /* once started */
+	struct conn *prev, *next; /* on w->policed */
 };
+
+/*
+ * Authorize a connection from src (identity NULL: plaintext) to local mesh
+ * workload dst at `to` (DESIGN.md §5); counts and logs the decision and any
+ * dryRun outcome. Returns true when allowed; *res (may be NULL) gets the
+ * details.
+ */
+bool worker_authorize(struct worker *w, const struct workload *dst,
+		      const char *identity, const struct sockaddr_in *src,
+		      const struct sockaddr_in *to, const char *where,
+		      struct authz_result *res);
+/*
+ * Put c on the worker's policed list (c->identity: a copy of identity) so a
+ * policy change re-checks it. 0 or -ENOMEM. The relay's done callback takes
+ * it off again.
+ */
+int conn_police(struct conn *c, const char *identity);
+
+/* relay_start() failed (it reset both ends; no done callback comes): undo
+ * the live count and the policed entry, free c. */
+void conn_start_failed(struct conn *c, int err);
 
 /* Relay done callback for every kind of connection: logs, frees c. */
 void conn_done(struct relay *r, const struct relay_summary *s, void *arg);

@@ -23,7 +23,7 @@ struct {
 /* Verdict counters, one slot per enum amb_reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AMB_R_MAX);
+	__uint(max_entries, AMB_R_SLOTS);
 	__type(key, __u32);
 	__type(value, struct amb_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -47,5 +47,33 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } amb_excl_port SEC(".maps");
+
+/* Plaintext-caller policy decisions (see struct amb_pol_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, AMB_MAX_POL_ENTRIES);
+	__type(key, struct amb_pol_key);
+	__type(value, struct amb_pol_verdict);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} amb_pol SEC(".maps");
+
+/* SYNs refused per policy_id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AMB_MAX_POL_IDS);
+	__type(key, __u32);
+	__type(value, struct amb_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} amb_pol_hits SEC(".maps");
+
+/* policy_id -> name, written by the daemon for bpftool and ambientctl. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AMB_MAX_POL_IDS);
+	__type(key, __u32);
+	__type(value, struct amb_pol_name);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} amb_pol_names SEC(".maps");
 
 #endif

@@ -133,7 +133,9 @@ lookup_listener(struct __sk_buff *skb, const struct pkt *p, __u16 port)
  * are patched with incremental checksum updates. Options stay as they are,
  * which receivers accept on a RST.
  */
-static __always_inline int refuse_syn(struct __sk_buff *skb, const struct pkt *p)
+static __always_inline int refuse_syn_as(struct __sk_buff *skb,
+					 const struct pkt *p, __u32 refused,
+					 __u32 dropped)
 {
 	__u8 mac[12], swapped[12];
 	__u32 old_seq, new_seq = 0, old_ack, new_ack;
@@ -181,10 +183,49 @@ static __always_inline int refuse_syn(struct __sk_buff *skb, const struct pkt *p
 	    bpf_skb_store_bytes(skb, p->l4_off + 12, &new_word, 2, 0) < 0 ||
 	    bpf_l4_csum_replace(skb, csum_off, old_word, new_word, 2) < 0)
 		goto fail;
-	count(skb, AMB_R_REFUSED_NO_LISTENER);
+	count(skb, refused);
 	return bpf_redirect(skb->ifindex, 0);
 fail:
-	return drop(skb, AMB_R_DROP_NO_LISTENER);
+	return drop(skb, dropped);
+}
+
+static __always_inline int refuse_syn(struct __sk_buff *skb, const struct pkt *p)
+{
+	return refuse_syn_as(skb, p, AMB_R_REFUSED_NO_LISTENER,
+			     AMB_R_DROP_NO_LISTENER);
+}
+
+/*
+ * The compiled policy decision for a plaintext SYN (see struct amb_pol_key):
+ * the entry for the exact port, else the one for "any other port", else
+ * NULL (no policy concerns this caller).
+ */
+static __always_inline struct amb_pol_verdict *
+policy_lookup(const struct pkt *p)
+{
+	struct amb_pol_key k = { .prefixlen = AMB_POL_FIXED_BITS + 32,
+				 .daddr = p->daddr,
+				 .dport = p->dport,
+				 .saddr = p->saddr };
+	struct amb_pol_verdict *v = bpf_map_lookup_elem(&amb_pol, &k);
+
+	if (v)
+		return v;
+	k.dport = 0;
+	return bpf_map_lookup_elem(&amb_pol, &k);
+}
+
+/* Refuse a SYN the policy denies, counting it for its policy too. */
+static __always_inline int refuse_by_policy(struct __sk_buff *skb,
+					    const struct pkt *p, __u32 id)
+{
+	struct amb_counter *c = bpf_map_lookup_elem(&amb_pol_hits, &id);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+	return refuse_syn_as(skb, p, AMB_R_REFUSED_POLICY, AMB_R_DROP_POLICY);
 }
 
 #endif

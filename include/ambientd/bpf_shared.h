@@ -45,8 +45,13 @@ enum amb_reason {
 	AMB_R_DROP_ASSIGN_FAILED,     /* bpf_sk_assign refused the socket */
 	AMB_R_DROP_MALFORMED,         /* truncated or inconsistent headers */
 	AMB_R_REFUSED_NO_LISTENER,    /* fail closed with a RST back to the pod */
+	AMB_R_REFUSED_POLICY,         /* plaintext SYN denied by policy: RST */
+	AMB_R_DROP_POLICY,            /* denied by policy, RST not possible */
 	AMB_R_MAX,
 };
+/* Slots of amb_counters: room for new reasons without changing the pinned
+ * map's shape. */
+#define AMB_R_SLOTS 32
 
 /* Value of the per-CPU counter array amb_counters (key: enum amb_reason). */
 struct amb_counter {
@@ -123,6 +128,40 @@ struct amb_sock_event {
 	__u32 srtt_us;
 	__u32 total_retrans;
 };
+
+/*
+ * amb_pol: decisions for plaintext callers of enrolled pods, compiled by
+ * the daemon from the policies (a plaintext caller has no identity, so its
+ * verdict depends only on source address, pod address and port). LPM trie:
+ * the first AMB_POL_FIXED_BITS bits (daddr, dport, pad) must match exactly,
+ * then the longest source prefix wins. dport 0 holds the decision for every
+ * port the policies do not name; the program looks up the real port first.
+ * No entry: no policy concerns this caller (userspace still decides).
+ */
+struct amb_pol_key {
+	__u32 prefixlen; /* AMB_POL_FIXED_BITS + source prefix length */
+	__u32 daddr;	 /* pod, network order */
+	__u16 dport;	 /* network order; 0: any port not listed */
+	__u16 pad;	 /* always 0 */
+	__u32 saddr;	 /* caller prefix, network order */
+};
+#define AMB_POL_FIXED_BITS 64
+
+struct amb_pol_verdict {
+	__u32 policy_id; /* slot in amb_pol_names / amb_pol_hits */
+	__u8 deny;	 /* 1: refuse the SYN; 0: let it through */
+	__u8 reason;	 /* userspace's enum authz_reason */
+	__u16 pad;
+};
+
+/* amb_pol_names: what a policy_id stands for ("ns/name", or a reason). */
+#define AMB_POL_NAME_LEN 128
+struct amb_pol_name {
+	char name[AMB_POL_NAME_LEN];
+};
+
+#define AMB_MAX_POL_ENTRIES 16384
+#define AMB_MAX_POL_IDS 1024
 
 #define AMB_MAX_PODS 4096
 #define AMB_MAX_EXCL_NETS 256
