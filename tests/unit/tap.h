@@ -48,6 +48,18 @@ static inline __attribute__((format(printf, 1, 2))) void tap_skip(const char *fm
 }
 
 /* Whole-suite skip: exit 77 (tests/tap-run maps it for meson). */
+/* A "# ..." comment line: detail that explains the next result. */
+static inline __attribute__((format(printf, 1, 2))) void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+}
+
 static inline __attribute__((noreturn)) void tap_skip_all(const char *why)
 {
 	printf("1..0 # SKIP %s\n", why);
