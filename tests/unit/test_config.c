@@ -14,20 +14,7 @@
 #include "config.h"
 #include "state.h"
 #include "tap.h"
-
-static uint32_t ip(const char *s)
-{
-	struct in_addr a;
-
-	if (inet_pton(AF_INET, s, &a) != 1)
-		abort();
-	return a.s_addr;
-}
-
-static bool streq(const char *a, const char *b)
-{
-	return a && b && !strcmp(a, b);
-}
+#include "util.h"
 
 static int load(const char *yaml, struct state **st, char *err, size_t len)
 {
