@@ -355,6 +355,17 @@ static int kernel_policies(struct ctl *c)
 	return 0;
 }
 
+static int cmd_services(struct ctl *c, int argc, char **argv)
+{
+	char *answer = NULL;
+
+	if (daemon_request(c, c->json ? "services" : "services table", &answer))
+		return 1;
+	fputs(answer, stdout);
+	free(answer);
+	return 0;
+}
+
 static int cmd_policies(struct ctl *c, int argc, char **argv)
 {
 	char *answer = NULL;
@@ -402,6 +413,7 @@ static const struct command commands[] = {
 	{ "unenroll", "POD_IP", "stop capturing a pod", 1, cmd_unenroll },
 	{ "certificates", "", "workload certificates: identity, serial, validity, state", 0, cmd_certificates },
 	{ "status", "", "the running daemon: config generation, workers, connections (JSON)", 0, cmd_status },
+	{ "services", "", "services: VIPs, ports, endpoints with health, ejection, active connections", 0, cmd_services },
 	{ "policies", "", "authorization policies: scope, action, hits (userspace and kernel)", 0, cmd_policies },
 	{ "check", "SRC DST_IP:PORT", "explain the policy decision (SRC: IP, spiffe://ID or ID@IP)", 2, cmd_check },
 	{ 0 },

@@ -32,6 +32,7 @@
 #include "daemon.h"
 #include "fsutil.h"
 #include "log.h"
+#include "lb.h"
 #include "loop.h"
 #include "polmap.h"
 #include "relay.h"
@@ -60,6 +61,11 @@ enum opt_key {
 	OPT_STATE_DIR,
 	OPT_TRUST_DOMAIN,
 	OPT_CERT_TTL,
+	OPT_CONNECT_TIMEOUT,
+	OPT_LB,
+	OPT_OUTLIER_FAILURES,
+	OPT_OUTLIER_EJECTION,
+	OPT_SERVICE_CIDR,
 };
 
 static const struct cli_opt options[] = {
@@ -76,6 +82,11 @@ static const struct cli_opt options[] = {
 	{ "state-dir", OPT_STATE_DIR, "DIR", "state directory (default /var/lib/ambientd/NODE)" },
 	{ "trust-domain", OPT_TRUST_DOMAIN, "TD", "the mesh's trust domain; peers must be in it (default cluster.local)" },
 	{ "cert-ttl", OPT_CERT_TTL, "SECONDS", "workload certificate lifetime, rotated at half-life (default 86400)" },
+	{ "connect-timeout", OPT_CONNECT_TIMEOUT, "MS", "TCP connect timeout towards upstreams and peer tunnels (default 10000)" },
+	{ "load-balancing", OPT_LB, "ALGO", "service endpoint choice: least-request (random of two, fewer connections; default) or round-robin" },
+	{ "outlier-failures", OPT_OUTLIER_FAILURES, "N", "consecutive connect failures that eject an endpoint (default 5; 0 disables)" },
+	{ "outlier-ejection", OPT_OUTLIER_EJECTION, "MS", "first ejection time, doubled on each repeat, capped at 300000 (default 30000)" },
+	{ "service-cidr", OPT_SERVICE_CIDR, "CIDR", "service VIP range: a captured connection to an address in it that is no known VIP is refused (repeatable)" },
 	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
@@ -101,6 +112,10 @@ struct opts {
 	char state_dir[PATH_MAX];
 	const char *trust_domain;
 	unsigned cert_ttl;
+	unsigned connect_timeout_ms;
+	struct lb_opts lb;
+	struct bpfctl_cidr svc_nets[MAX_EXCLUDES];
+	size_t n_svc_nets;
 };
 
 struct control {
@@ -249,6 +264,49 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		}
 		o->cert_ttl = (unsigned)v;
 		return 0;
+	case OPT_CONNECT_TIMEOUT:
+		if (cli_parse_u64(arg, 100, 600000, &v)) {
+			fprintf(stderr, "ambientd: --connect-timeout %s: expected 100..600000 ms\n", arg);
+			return -1;
+		}
+		o->connect_timeout_ms = (unsigned)v;
+		return 0;
+	case OPT_LB:
+		if (strcmp(arg, "least-request") == 0) {
+			o->lb.algo = LB_P2C;
+		} else if (strcmp(arg, "round-robin") == 0) {
+			o->lb.algo = LB_ROUND_ROBIN;
+		} else {
+			fprintf(stderr, "ambientd: --load-balancing %s: expected least-request or round-robin\n", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_OUTLIER_FAILURES:
+		if (cli_parse_u64(arg, 0, 1000, &v)) {
+			fprintf(stderr, "ambientd: --outlier-failures %s: expected 0..1000\n", arg);
+			return -1;
+		}
+		o->lb.outlier_failures = (unsigned)v;
+		return 0;
+	case OPT_OUTLIER_EJECTION:
+		if (cli_parse_u64(arg, 100, LB_DEFAULT_MAX_EJECTION_MS, &v)) {
+			fprintf(stderr, "ambientd: --outlier-ejection %s: expected 100..%d ms\n", arg,
+				LB_DEFAULT_MAX_EJECTION_MS);
+			return -1;
+		}
+		o->lb.base_ejection_ms = v;
+		return 0;
+	case OPT_SERVICE_CIDR: {
+		struct bpfctl_cidr *c = &o->svc_nets[o->n_svc_nets];
+
+		if (o->n_svc_nets == MAX_EXCLUDES ||
+		    cli_parse_cidr(arg, &c->addr, &c->prefixlen)) {
+			fprintf(stderr, "ambientd: --service-cidr %s: expected an IPv4 CIDR like 198.18.100.0/24\n", arg);
+			return -1;
+		}
+		o->n_svc_nets++;
+		return 0;
+	}
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
 		return 0;
@@ -843,9 +901,117 @@ static int ctl_check(struct control *c, const char *args, FILE *out)
 	return 0;
 }
 
+static const char *ep_health(const struct endpoint *ep, uint64_t now_ms)
+{
+	if (ep->lb && atomic_load(&ep->lb->ejected_until_ms) > now_ms)
+		return "Ejected";
+	if (!ep->workload)
+		return "NoWorkload";
+	if (ep->status != WL_STATUS_HEALTHY ||
+	    ep->workload->status != WL_STATUS_HEALTHY)
+		return "Unhealthy";
+	return "Healthy";
+}
+
+/*
+ * `services`: VIPs, ports and endpoints with health, ejection and live
+ * connection counts (the counters the workers balance with).
+ */
+static void ctl_services(struct control *c, FILE *out, bool table)
+{
+	struct state *st = daemon_state_get(&c->d);
+	uint64_t now = loop_now_ms(c->loop);
+	char ip[INET_ADDRSTRLEN];
+
+	if (table)
+		fprintf(out, "%-36s %-18s %-14s %-32s %-16s %-10s %6s %8s %6s\n",
+			"SERVICE", "VIP", "PORTS", "ENDPOINT", "ADDRESS", "HEALTH",
+			"ACTIVE", "PICKS", "FAILS");
+	else
+		fputs("{\"services\":[", out);
+	for (size_t i = 0; i < st->n_services; i++) {
+		const struct service *svc = &st->services[i];
+		const struct lb_svc *ls = svc->lb;
+		char name[600], vip[32] = "-", ports[128] = "", *p = ports;
+
+		snprintf(name, sizeof(name), "%s/%s", svc->namespace, svc->hostname);
+		if (svc->n_vips)
+			ip4(svc->vips[0].addr_be, vip);
+		for (size_t k = 0; k < svc->n_ports && p < ports + sizeof(ports) - 16; k++)
+			p += sprintf(p, "%s%u>%u", k ? "," : "", svc->ports[k].service_port,
+				     svc->ports[k].target_port);
+		if (!table) {
+			fprintf(out, "%s{\"name\":", i ? "," : "");
+			json_str(out, svc->hostname);
+			fputs(",\"namespace\":", out);
+			json_str(out, svc->namespace);
+			fputs(",\"vips\":[", out);
+			for (size_t k = 0; k < svc->n_vips; k++)
+				fprintf(out, "%s\"%s\"", k ? "," : "",
+					ip4(svc->vips[k].addr_be, ip));
+			fputs("],\"ports\":{", out);
+			for (size_t k = 0; k < svc->n_ports; k++)
+				fprintf(out, "%s\"%u\":%u", k ? "," : "",
+					svc->ports[k].service_port,
+					svc->ports[k].target_port);
+			fprintf(out, "},\"maxConnections\":%u,\"active\":%d,"
+				"\"connections\":%llu,\"retries\":%llu,\"ejections\":%llu,"
+				"\"refusedNoEndpoint\":%llu,\"refusedLimit\":%llu,"
+				"\"failed\":%llu,\"endpoints\":[",
+				svc->max_connections, ls ? atomic_load(&ls->active) : 0,
+				ls ? (unsigned long long)atomic_load(&ls->connections) : 0ull,
+				ls ? (unsigned long long)atomic_load(&ls->retries) : 0ull,
+				ls ? (unsigned long long)atomic_load(&ls->ejections) : 0ull,
+				ls ? (unsigned long long)atomic_load(&ls->refused_no_endpoint) : 0ull,
+				ls ? (unsigned long long)atomic_load(&ls->refused_limit) : 0ull,
+				ls ? (unsigned long long)atomic_load(&ls->failed) : 0ull);
+		}
+		for (size_t j = 0; j < svc->n_endpoints; j++) {
+			const struct endpoint *ep = &svc->endpoints[j];
+			const struct lb_ep *le = ep->lb;
+			const char *addr = ep->workload && ep->workload->n_ips ?
+						   ip4(ep->workload->ips_be[0], ip) :
+						   "-";
+			int active = le ? atomic_load(&le->active) : 0;
+			unsigned long long picks = le ? atomic_load(&le->picks) : 0,
+					   fails = le ? atomic_load(&le->connect_failures) : 0;
+
+			if (table) {
+				fprintf(out, "%-36s %-18s %-14s %-32s %-16s %-10s %6d %8llu %6llu\n",
+					j ? "" : name, j ? "" : vip, j ? "" : ports,
+					ep->workload_uid ? ep->workload_uid : "?",
+					addr, ep_health(ep, now), active, picks, fails);
+				continue;
+			}
+			fprintf(out, "%s{\"uid\":", j ? "," : "");
+			json_str(out, ep->workload_uid ? ep->workload_uid : "");
+			fprintf(out, ",\"address\":\"%s\",\"node\":", addr);
+			json_str(out, ep->workload && ep->workload->node ? ep->workload->node : "");
+			fprintf(out, ",\"health\":\"%s\",\"active\":%d,\"picks\":%llu,"
+				"\"connectFailures\":%llu,\"ejections\":%u}",
+				ep_health(ep, now), active, picks, fails,
+				le ? atomic_load(&le->ejections) : 0);
+		}
+		if (table && !svc->n_endpoints)
+			fprintf(out, "%-36s %-18s %-14s %-32s\n", name, vip, ports,
+				"(no endpoints)");
+		if (!table)
+			fputs("]}", out);
+	}
+	if (!table)
+		fprintf(out, "],\"unknownVipRefused\":%llu}\n",
+			(unsigned long long)atomic_load(&c->d.unknown_vip_refused));
+	state_unref(st);
+}
+
 static int ctl_handle(const char *cmd, FILE *out, void *arg)
 {
 	struct control *c = arg;
+
+	if (strcmp(cmd, "services") == 0 || strcmp(cmd, "services table") == 0) {
+		ctl_services(c, out, cmd[8] != '\0');
+		return 0;
+	}
 
 	if (strcmp(cmd, "policies") == 0 || strcmp(cmd, "policies table") == 0) {
 		ctl_policies(c, out, cmd[8] != '\0');
@@ -1102,6 +1268,11 @@ int main(int argc, char **argv)
 	c->o.buf_size = 256 * 1024;
 	c->o.trust_domain = "cluster.local";
 	c->o.cert_ttl = CERTSTORE_DEFAULT_TTL;
+	c->o.connect_timeout_ms = 10000;
+	c->o.lb = (struct lb_opts){ .algo = LB_P2C,
+				    .outlier_failures = LB_DEFAULT_OUTLIER_FAILURES,
+				    .base_ejection_ms = LB_DEFAULT_BASE_EJECTION_MS,
+				    .max_ejection_ms = LB_DEFAULT_MAX_EJECTION_MS };
 	c->o.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (c->o.workers < 1)
 		c->o.workers = 1;
@@ -1163,6 +1334,12 @@ int main(int argc, char **argv)
 	}
 	c->d.node = c->o.node;
 	c->d.relay_buf_size = c->o.buf_size;
+	c->d.connect_timeout_ms = c->o.connect_timeout_ms;
+	c->d.lb = c->o.lb;
+	for (size_t i = 0; i < c->o.n_svc_nets; i++)
+		c->d.svc_nets[i] = (struct ip_cidr){ c->o.svc_nets[i].addr,
+						     c->o.svc_nets[i].prefixlen };
+	c->d.n_svc_nets = c->o.n_svc_nets;
 	c->d.trust_domain = c->o.trust_domain;
 	if (!c->o.state_dir[0])
 		snprintf(c->o.state_dir, sizeof(c->o.state_dir),

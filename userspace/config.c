@@ -952,6 +952,7 @@ static const struct field service_fields[] = {
 	VAL("ipFamilies", struct service, ip_families, t_ipf, false),
 	VAL("canonical", struct service, canonical, t_bool, false),
 	VAL("visibility", struct service, visibility, t_visibility, false),
+	VAL("maxConnections", struct service, max_connections, t_u32, false),
 	{ 0 },
 };
 static const struct schema service_schema = { service_fields, NULL,

@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lb.h"
+#include "state.h"
+
 struct state;
 struct worker;
 struct ca;
@@ -37,9 +40,17 @@ struct authz_stats {
 	atomic_uint_fast64_t closed_on_change;	    /* live conns re-denied */
 };
 
+#define DAEMON_MAX_SVC_NETS 64
+
 struct daemon {
 	const char *node;
 	size_t relay_buf_size;
+	unsigned connect_timeout_ms; /* TCP connects towards upstreams */
+	struct lb_opts lb;
+	/* --service-cidr: VIP ranges; an unknown VIP in them is refused. */
+	struct ip_cidr svc_nets[DAEMON_MAX_SVC_NETS];
+	size_t n_svc_nets;
+	atomic_uint_fast64_t unknown_vip_refused;
 	/* bpf_sk_assign accepts SO_REUSEPORT listeners only from Linux 6.5;
 	 * before that there is one listener per port (and one worker). */
 	bool reuseport;

@@ -76,6 +76,8 @@ struct relay {
 	uint64_t started_ms;
 	relay_done_cb done;
 	void *arg;
+	bool (*connect_failed)(struct relay *r, int err, void *arg);
+	void (*connected)(struct relay *r, void *arg);
 };
 
 /* ---- per-thread buffer pool ---- */
@@ -249,7 +251,9 @@ static void finish(struct relay *r, enum relay_result result, int err)
 		struct relay_end *e = r->end[i];
 
 		r->end[i] = NULL;
-		if (result == RELAY_OK)
+		if (!e)
+			; /* upstream between a failed connect and its retry */
+		else if (result == RELAY_OK)
 			e->ops->close(e);
 		else
 			e->ops->abort(e);
@@ -284,6 +288,20 @@ static void fail_end(struct relay *r, int idx, int err)
 {
 	enum relay_result res;
 
+	if (r->state == RELAY_CONNECTING && idx == END_UP && r->connect_failed) {
+		struct relay_end *old = r->end[END_UP];
+
+		/* Released before asking, so the callback may hand over the
+		 * next upstream at once. */
+		r->end[END_UP] = NULL;
+		r->interest[END_UP] = 0;
+		old->relay = NULL;
+		old->ops->abort(old);
+		if (r->connect_failed(r, err, r->arg))
+			return;
+		finish(r, RELAY_CONNECT_FAILED, err);
+		return;
+	}
 	if (r->state == RELAY_CONNECTING)
 		res = RELAY_CONNECT_FAILED;
 	else if (is_reset(err))
@@ -301,6 +319,21 @@ void relay_abort(struct relay *r)
 	finish(r, RELAY_ABORTED, 0);
 }
 
+static void update_interest(struct relay *r);
+
+int relay_retry_upstream(struct relay *r, struct relay_end *up)
+{
+	if (r->state != RELAY_CONNECTING || r->end[END_UP]) {
+		up->ops->abort(up);
+		return -EINVAL;
+	}
+	r->end[END_UP] = up;
+	up->relay = r;
+	r->interest[END_UP] = 0;
+	update_interest(r);
+	return 0;
+}
+
 /* ---- copying ---- */
 
 static bool dir_can_read(const struct relay *r, const struct relay_dir *d)
@@ -314,6 +347,8 @@ static void update_interest(struct relay *r)
 {
 	for (int i = 0; i < 2 && r->state != RELAY_CLOSED; i++) {
 		/* End i is the source of dir[i] and the sink of dir[1 - i]. */
+		if (!r->end[i])
+			continue; /* upstream awaiting a retry */
 		const struct relay_dir *from = &r->dir[i];
 		const struct relay_dir *to = &r->dir[1 - i];
 		bool rd = dir_can_read(r, from);
@@ -447,6 +482,8 @@ static void on_connected(struct relay *r)
 		return;
 	}
 	set_state(r, RELAY_OPEN);
+	if (r->connected)
+		r->connected(r, r->arg);
 	/* Level-triggered: the reads will be reported next turn if data waits. */
 }
 
@@ -508,6 +545,8 @@ int relay_start(struct loop *l, struct relay_end *down, struct relay_end *up,
 	if (opts) {
 		r->done = opts->done;
 		r->arg = opts->arg;
+		r->connect_failed = opts->connect_failed;
+		r->connected = opts->connected;
 	}
 	down->relay = r;
 	up->relay = r;

@@ -60,6 +60,17 @@ struct relay_opts {
 	size_t buf_size;       /* per-direction buffer bound, default 64 KiB */
 	relay_done_cb done;    /* called exactly once, before the relay is freed */
 	void *arg;
+	/*
+	 * Optional retry seam: the upstream end failed before it connected
+	 * (err > 0); the relay has already released it. Return true to keep
+	 * the relay waiting for another upstream, which the callback hands
+	 * over (now or later, on the loop thread) with relay_retry_upstream()
+	 * — or it ends the relay with relay_abort(). Nothing was read from
+	 * downstream yet, so nothing is lost. false: fail as usual.
+	 */
+	bool (*connect_failed)(struct relay *r, int err, void *arg);
+	/* Optional: the upstream connected (the relay is now OPEN). */
+	void (*connected)(struct relay *r, void *arg);
 };
 
 /*
@@ -149,6 +160,13 @@ int relay_start_tcp(struct loop *l, int down_fd, int up_fd, bool up_connecting,
  * so drop the pointer there.
  */
 void relay_abort(struct relay *r);
+
+/*
+ * Give a relay waiting after connect_failed a new upstream end (connecting;
+ * it reports RELAY_END_WRITABLE when done). The relay owns `up` from here,
+ * also on error. 0, or -EINVAL if the relay is not waiting for one.
+ */
+int relay_retry_upstream(struct relay *r, struct relay_end *up);
 
 enum relay_state relay_get_state(const struct relay *r);
 /* Live byte counts (for metrics that show progress). */

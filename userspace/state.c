@@ -182,6 +182,8 @@ void state_unref(struct state *st)
 	/* acq_rel: everything other holders did happens before the free. */
 	if (atomic_fetch_sub_explicit(&st->refcnt, 1, memory_order_acq_rel) != 1)
 		return;
+	if (st->finalize)
+		st->finalize(st);
 	p = st->priv;
 	free(p->wl_by_ip.ents);
 	free(p->svc_by_vip.ents);

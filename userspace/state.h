@@ -246,6 +246,9 @@ struct workload {
 	size_t n_services;
 };
 
+struct lb_ep;
+struct lb_svc;
+
 /* A service endpoint; see struct service.endpoints. */
 struct endpoint {
 	char *workload_uid;
@@ -253,6 +256,7 @@ struct endpoint {
 	struct port_pair *ports;
 	size_t n_ports;
 	enum wl_status status;
+	struct lb_ep *lb; /* runtime counters (lb.h), attached at publish */
 };
 
 struct weighted_waypoint {
@@ -293,6 +297,10 @@ struct service {
 	enum ip_families ip_families;
 	bool canonical;
 	enum svc_visibility visibility;
+	/* Our extension: concurrent connections allowed (0: no limit), like
+	 * a DestinationRule's connectionPool.tcp.maxConnections. */
+	uint32_t max_connections;
+	struct lb_svc *lb; /* runtime counters (lb.h), attached at publish */
 };
 
 struct str_match {
@@ -402,6 +410,9 @@ struct state {
 	struct peer_auth *peer_auths;
 	size_t n_peer_auths;
 	struct policy_hits *policy_hits; /* parallel to policies, or NULL */
+	/* Runs once just before the snapshot is freed (releases runtime
+	 * attachments such as the lb counters); NULL if none. */
+	void (*finalize)(struct state *st);
 	struct state_priv *priv; /* indexes and memory; private to state.c */
 };
 

@@ -38,8 +38,6 @@
 #include "tls.h"
 #include "worker.h"
 
-#define HBONE_CONNECT_TIMEOUT_MS 10000
-#define UPSTREAM_CONNECT_TIMEOUT_MS 10000
 
 int workload_identity(const struct workload *wl, char *buf, size_t len)
 {
@@ -136,24 +134,57 @@ static SSL_CTX *worker_ctx(struct worker *w, const char *identity, bool server)
  */
 #define KEY_SEP '\n'
 
+/* Expected server identities of one destination (workload + the service's
+ * subjectAltNames). */
+#define MAX_DST_IDS 8
+
 /* A pool connect in flight: TCP, then TLS, then HTTP/2. */
 struct dial {
 	struct worker *w;
 	char src_key[SPIFFE_ID_MAX + 40]; /* pool key: identity + serial */
 	char src_id[SPIFFE_ID_MAX];
-	char dst_id[SPIFFE_ID_MAX];
-	const char *dst_ids[1];
+	char *ids_buf; /* the expected identities, back to back */
+	const char *dst_ids[MAX_DST_IDS];
+	size_t n_dst_ids;
 	struct sockaddr_in src, dst;
 	struct pool_key key;
 };
 
+/* Copy ids into d (at most MAX_DST_IDS); 0 or -ENOMEM. */
+static int dial_set_ids(struct dial *d, const char *const *ids, size_t n)
+{
+	size_t len = 0, off = 0;
+
+	if (n > MAX_DST_IDS)
+		n = MAX_DST_IDS;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(ids[i]) + 1;
+	d->ids_buf = malloc(len ? len : 1);
+	if (!d->ids_buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(ids[i]) + 1;
+
+		memcpy(d->ids_buf + off, ids[i], l);
+		d->dst_ids[i] = d->ids_buf + off;
+		off += l;
+	}
+	d->n_dst_ids = n;
+	return 0;
+}
+
+static void dial_free(struct dial *d)
+{
+	free(d->ids_buf);
+	free(d);
+}
+
 static void dial_key(struct dial *d)
 {
-	d->dst_ids[0] = d->dst_id;
 	d->key = (struct pool_key){
 		.src_identity = d->src_key,
 		.dst_identities = d->dst_ids,
-		.n_dst_identities = 1,
+		.n_dst_identities = d->n_dst_ids,
 		.dst = (const struct sockaddr *)&d->dst,
 		.src = (const struct sockaddr *)&d->src,
 	};
@@ -166,7 +197,7 @@ static void dial_fail(struct dial *d, int err, const char *what, const char *det
 	log_info("hbone to %s as %s: %s%s%s", ip_str(&d->dst, a), d->src_id, what,
 		 detail ? ": " : "", detail ? detail : "");
 	pool_conn_failed(d->w->pool, &d->key, err);
-	free(d);
+	dial_free(d);
 }
 
 static void dial_handshake(struct tls_conn *tc, bool ok, const char *err, void *arg)
@@ -184,11 +215,12 @@ static void dial_handshake(struct tls_conn *tc, bool ok, const char *err, void *
 		return;
 	}
 	/* The server proves who it is before any CONNECT leaves us. */
-	if (!tls_peer_matches(tls_conn_ssl(tc), d->dst_ids, 1)) {
+	if (!tls_peer_matches(tls_conn_ssl(tc), d->dst_ids, d->n_dst_ids)) {
 		char why[2 * SPIFFE_ID_MAX + 64];
 
 		tls_peer_identity(tls_conn_ssl(tc), peer, sizeof(peer));
-		snprintf(why, sizeof(why), "server is %s, expected %s", peer, d->dst_id);
+		snprintf(why, sizeof(why), "server is %s, expected %s%s", peer,
+			 d->dst_ids[0], d->n_dst_ids > 1 ? " (or a service SAN)" : "");
 		atomic_fetch_add(&d->w->d->hbone.handshake_failures, 1);
 		tls_conn_abort(tc);
 		dial_fail(d, EACCES, "server identity mismatch", why);
@@ -205,7 +237,7 @@ static void dial_handshake(struct tls_conn *tc, bool ok, const char *err, void *
 	}
 	atomic_fetch_add(&d->w->d->hbone.pool_connections, 1);
 	pool_conn_ready(d->w->pool, &d->key, hc);
-	free(d);
+	dial_free(d);
 }
 
 static void dial_connected(int fd, int err, void *arg)
@@ -246,35 +278,20 @@ static int pool_dial(void *arg, struct pool *p, const struct pool_key *key)
 	snprintf(d->src_id, sizeof(d->src_id), "%.*s",
 		 (int)strcspn(key->src_identity, (char[]){ KEY_SEP, 0 }),
 		 key->src_identity);
-	snprintf(d->dst_id, sizeof(d->dst_id), "%s", key->dst_identities[0]);
+	if (dial_set_ids(d, key->dst_identities, key->n_dst_identities)) {
+		free(d);
+		return -ENOMEM;
+	}
 	memcpy(&d->dst, key->dst, sizeof(d->dst));
 	memcpy(&d->src, key->src, sizeof(d->src));
 	dial_key(d);
 	/* From the source pod's address, like ztunnel's in-pod mode: the
 	 * underlay still sees pods. */
-	err = connector_start(w->loop, &d->src, &d->dst, HBONE_CONNECT_TIMEOUT_MS,
+	err = connector_start(w->loop, &d->src, &d->dst, w->d->connect_timeout_ms,
 			      dial_connected, d, NULL);
 	if (err)
-		free(d);
+		dial_free(d);
 	return err;
-}
-
-/* A captured connection waiting for a pooled HBONE connection. */
-struct outbound {
-	struct worker *w;
-	struct conn *c;
-	int fd;
-};
-
-static void outbound_fail(struct outbound *o, int err)
-{
-	char a[32], b[32];
-
-	log_info("hbone %s -> %s: %s", ip_str(&o->c->src, a), ip_str(&o->c->dst, b),
-		 strerror(err));
-	reset_close(o->fd);
-	free(o->c);
-	free(o);
 }
 
 /* 16 random bytes as hex for a W3C traceparent. */
@@ -292,38 +309,120 @@ static void rand_hex(char *out, size_t nbytes)
 	out[2 * nbytes] = '\0';
 }
 
-static void outbound_ready(void *arg, struct hb_conn *hc, int err)
+/* A CONNECT waiting for its pooled connection. */
+struct stream_req {
+	struct worker *w;
+	struct sockaddr_in src, dst;
+	tunnel_stream_cb cb;
+	void *arg;
+};
+
+static void stream_req_ready(void *arg, struct hb_conn *hc, int err)
+{
+	struct stream_req *q = arg;
+	struct worker *w = q->w;
+	char authority[32], fwd[48], trace[64], tid[33], sid[17], baggage[512];
+	const struct workload *swl;
+	struct relay_end *up = NULL;
+	struct hb_header hdrs[3];
+
+	if (!err) {
+		ip_str(&q->dst, authority);
+		snprintf(fwd, sizeof(fwd), "for=\"%s\"", ip_str(&q->src, trace));
+		rand_hex(tid, 16);
+		rand_hex(sid, 8);
+		snprintf(trace, sizeof(trace), "00-%s-%s-01", tid, sid);
+		swl = state_workload_by_ip(w->state, q->src.sin_addr.s_addr);
+		snprintf(baggage, sizeof(baggage),
+			 "k8s.cluster.name=%s,k8s.namespace.name=%s,k8s.pod.name=%s",
+			 swl && swl->cluster_id ? swl->cluster_id : "Kubernetes",
+			 swl && swl->namespace ? swl->namespace : "unknown",
+			 swl && swl->name ? swl->name : "unknown");
+		hdrs[0] = (struct hb_header){ "forwarded", fwd };
+		hdrs[1] = (struct hb_header){ "baggage", baggage };
+		hdrs[2] = (struct hb_header){ "traceparent", trace };
+		err = -hb_conn_open_stream(hc, authority, hdrs, 3, &up);
+		if (!err)
+			atomic_fetch_add(&w->d->hbone.outbound_streams, 1);
+	}
+	q->cb(q->arg, err ? NULL : up, err);
+	free(q);
+}
+
+int tunnel_stream(struct worker *w, const struct sockaddr_in *src,
+		  const struct sockaddr_in *dst, const struct workload *src_wl,
+		  const char *const *ids, size_t n_ids, tunnel_stream_cb cb,
+		  void *arg)
+{
+	struct stream_req *q;
+	struct dial key_holder = { 0 };
+	const char *serial = "";
+	struct pool_waiter *waiter;
+	struct hb_conn *hc;
+	int err;
+
+	/* A source without a workload has no identity to present. */
+	if (!src_wl)
+		return -EACCES;
+	if (workload_identity(src_wl, key_holder.src_id, sizeof(key_holder.src_id)) ||
+	    !worker_ctx_serial(w, key_holder.src_id, false, &serial))
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q || dial_set_ids(&key_holder, ids, n_ids)) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->w = w;
+	q->src = *src;
+	q->dst = *dst;
+	q->cb = cb;
+	q->arg = arg;
+	snprintf(key_holder.src_key, sizeof(key_holder.src_key), "%s%c%s",
+		 key_holder.src_id, KEY_SEP, serial);
+	key_holder.dst = *dst;
+	key_holder.dst.sin_port = htons(AMB_PORT_HBONE);
+	key_holder.src = *src;
+	key_holder.src.sin_port = 0;
+	dial_key(&key_holder);
+	err = pool_acquire(w->pool, &key_holder.key, stream_req_ready, q, &hc, &waiter);
+	free(key_holder.ids_buf);
+	if (err == 0)
+		stream_req_ready(q, hc, 0);
+	else if (err != -EINPROGRESS)
+		free(q);
+	return err == -EINPROGRESS ? 0 : err;
+}
+
+/* ---- outbound to a workload ------------------------------------------- */
+
+/* A captured connection waiting for its CONNECT stream. */
+struct outbound {
+	struct worker *w;
+	struct conn *c;
+	int fd;
+};
+
+static void outbound_fail(struct outbound *o, int err)
+{
+	char a[32], b[32];
+
+	log_info("hbone %s -> %s: %s", ip_str(&o->c->src, a), ip_str(&o->c->dst, b),
+		 strerror(err));
+	reset_close(o->fd);
+	free(o->c);
+	free(o);
+}
+
+static void outbound_stream(void *arg, struct relay_end *up, int err)
 {
 	struct outbound *o = arg;
 	struct worker *w = o->w;
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size,
 				   .done = conn_done, .arg = o->c };
-	char authority[32], fwd[48], trace[64], tid[33], sid[17], baggage[512];
-	const struct workload *swl;
-	struct relay_end *down, *up;
-	struct hb_header hdrs[3];
+	struct relay_end *down;
 
 	if (err) {
 		outbound_fail(o, err);
-		return;
-	}
-	ip_str(&o->c->dst, authority);
-	snprintf(fwd, sizeof(fwd), "for=\"%s\"", ip_str(&o->c->src, trace));
-	rand_hex(tid, 16);
-	rand_hex(sid, 8);
-	snprintf(trace, sizeof(trace), "00-%s-%s-01", tid, sid);
-	swl = state_workload_by_ip(w->state, o->c->src.sin_addr.s_addr);
-	snprintf(baggage, sizeof(baggage),
-		 "k8s.cluster.name=%s,k8s.namespace.name=%s,k8s.pod.name=%s",
-		 swl && swl->cluster_id ? swl->cluster_id : "Kubernetes",
-		 swl && swl->namespace ? swl->namespace : "unknown",
-		 swl && swl->name ? swl->name : "unknown");
-	hdrs[0] = (struct hb_header){ "forwarded", fwd };
-	hdrs[1] = (struct hb_header){ "baggage", baggage };
-	hdrs[2] = (struct hb_header){ "traceparent", trace };
-	err = hb_conn_open_stream(hc, authority, hdrs, 3, &up);
-	if (err) {
-		outbound_fail(o, -err);
 		return;
 	}
 	err = relay_end_tcp_new(w->loop, o->fd, &down);
@@ -332,7 +431,6 @@ static void outbound_ready(void *arg, struct hb_conn *hc, int err)
 		outbound_fail(o, -err);
 		return;
 	}
-	atomic_fetch_add(&w->d->hbone.outbound_streams, 1);
 	atomic_fetch_add(&w->live, 1);
 	/* The stream end reports "connected" on 200 and the mapped error
 	 * otherwise; the relay resets the client then. */
@@ -346,10 +444,8 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 		     const struct workload *src_wl, const struct workload *dst_wl)
 {
 	struct outbound *o = calloc(1, sizeof(*o));
-	struct dial key_holder = { 0 };
-	const char *serial = "";
-	struct pool_waiter *waiter;
-	struct hb_conn *hc;
+	char id[SPIFFE_ID_MAX];
+	const char *ids[1] = { id };
 	int err;
 
 	if (!o) {
@@ -360,28 +456,12 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 	o->w = w;
 	o->c = c;
 	o->fd = fd;
-	/* A source without a workload has no identity to present. */
-	if (!src_wl) {
-		outbound_fail(o, EACCES);
-		return;
-	}
-	if (workload_identity(src_wl, key_holder.src_id, sizeof(key_holder.src_id)) ||
-	    workload_identity(dst_wl, key_holder.dst_id, sizeof(key_holder.dst_id)) ||
-	    !worker_ctx_serial(w, key_holder.src_id, false, &serial)) {
+	if (workload_identity(dst_wl, id, sizeof(id))) {
 		outbound_fail(o, EINVAL);
 		return;
 	}
-	snprintf(key_holder.src_key, sizeof(key_holder.src_key), "%s%c%s",
-		 key_holder.src_id, KEY_SEP, serial);
-	key_holder.dst = c->dst;
-	key_holder.dst.sin_port = htons(AMB_PORT_HBONE);
-	key_holder.src = c->src;
-	key_holder.src.sin_port = 0;
-	dial_key(&key_holder);
-	err = pool_acquire(w->pool, &key_holder.key, outbound_ready, o, &hc, &waiter);
-	if (err == 0)
-		outbound_ready(o, hc, 0);
-	else if (err != -EINPROGRESS)
+	err = tunnel_stream(w, &c->src, &c->dst, src_wl, ids, 1, outbound_stream, o);
+	if (err)
 		outbound_fail(o, -err);
 }
 
@@ -542,7 +622,7 @@ static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_r
 	p->req = req;
 	p->target = target;
 	/* As the client: the pod sees the caller's real address. */
-	err = connector_start(w->loop, &in->src, &target, UPSTREAM_CONNECT_TIMEOUT_MS,
+	err = connector_start(w->loop, &in->src, &target, w->d->connect_timeout_ms,
 			      pending_connected, p, NULL);
 	if (!err)
 		in->pending++;

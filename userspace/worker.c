@@ -19,6 +19,7 @@
 #include "ambientd/bpf_shared.h"
 #include "authz.h"
 #include "ca.h"
+#include "lb.h"
 #include "connector.h"
 #include "daemon.h"
 #include "log.h"
@@ -87,6 +88,9 @@ void daemon_state_publish(struct daemon *d, struct state *st)
 
 	pthread_mutex_lock(&d->state_lock);
 	attach_policy_hits(st, d->state);
+	if (!st->finalize && lb_attach(st, d->state))
+		log_warn("load balancing counters: out of memory; services "
+			 "balance without connection counts");
 	old = d->state;
 	d->state = st;
 	pthread_mutex_unlock(&d->state_lock);
@@ -308,6 +312,8 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
+	if (c->svc)
+		service_conn_done(c, s->result == RELAY_CONNECT_FAILED);
 	if (lvl <= log_threshold)
 		log_msg(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
 			listener_info[c->kind].name, ip_str(&c->src, a),
@@ -325,6 +331,8 @@ void conn_start_failed(struct conn *c, int err)
 	log_warn("relay start failed: %s", strerror(-err));
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
+	if (c->svc)
+		service_conn_done(c, true);
 	free(c);
 }
 
@@ -334,6 +342,18 @@ void reset_close(int fd)
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
+}
+
+static bool in_service_range(const struct daemon *d, uint32_t addr)
+{
+	for (size_t i = 0; i < d->n_svc_nets; i++) {
+		uint8_t len = d->svc_nets[i].prefix_len;
+		uint32_t m = len ? htonl(~0u << (32 - len)) : 0;
+
+		if ((addr & m) == (d->svc_nets[i].addr_be & m))
+			return true;
+	}
+	return false;
 }
 
 static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
@@ -371,6 +391,24 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 	}
 	swl = state_workload_by_ip(w->state, c->src.sin_addr.s_addr);
 	dwl = state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
+	if (kind == LISTEN_OUTBOUND && !dwl) {
+		const struct service *svc =
+			state_service_by_vip(w->state, c->dst.sin_addr.s_addr);
+
+		if (svc) {
+			service_outbound(w, c, fd, swl, svc);
+			return;
+		}
+		/* Inside a service range but no known VIP: nothing would
+		 * ever answer (no kube-proxy DNAT for captured traffic), so
+		 * refuse now instead of letting the client hang. */
+		if (in_service_range(w->d, c->dst.sin_addr.s_addr)) {
+			atomic_fetch_add(&w->d->unknown_vip_refused, 1);
+			log_info("outbound %s -> %s: refused: unknown service VIP",
+				 ip_str(&c->src, a), ip_str(&c->dst, b));
+			goto fail;
+		}
+	}
 	if (kind == LISTEN_INBOUND ||
 	    (dwl && dwl->node && strcmp(dwl->node, w->d->node) == 0))
 		/* Same node: in-process, no TLS on the wire. */

@@ -13,12 +13,15 @@
 
 struct daemon;
 struct relay;
+struct relay_end;
 struct relay_summary;
 struct state;
 struct workload;
 struct tls_ctx_entry;
 struct pool;
 struct authz_result;
+struct service;
+struct svc_conn;
 
 enum listener_kind {
 	LISTEN_OUTBOUND, /* 15001: captured pod egress */
@@ -71,6 +74,9 @@ struct conn {
 	char *identity;	     /* caller's SPIFFE ID (malloc'd), NULL: plaintext */
 	struct relay *relay; /* once started */
 	struct conn *prev, *next; /* on w->policed */
+	/* Service connections: the balancing context (service.c), freed
+	 * with the conn. */
+	struct svc_conn *svc;
 };
 
 /*
@@ -108,6 +114,26 @@ void tunnel_worker_fini(struct worker *w);
 /* Outbound to a remote HBONE workload; takes fd and c. */
 void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 		     const struct workload *src_wl, const struct workload *dst_wl);
+/*
+ * A CONNECT stream from src (its workload's identity, certificate and
+ * address) to dst (the :authority; the pooled connection goes to
+ * dst_ip:15008), on a connection whose server proves one of ids. cb gets
+ * the stream end (not yet answered: it reports "connected" on 200) or a
+ * positive errno; it may run before tunnel_stream() returns. Returns 0
+ * (cb will run) or -errno (it will not).
+ */
+typedef void (*tunnel_stream_cb)(void *arg, struct relay_end *up, int err);
+int tunnel_stream(struct worker *w, const struct sockaddr_in *src,
+		  const struct sockaddr_in *dst, const struct workload *src_wl,
+		  const char *const *ids, size_t n_ids, tunnel_stream_cb cb,
+		  void *arg);
+
+/* service.c: a captured connection to a service VIP; takes fd and c. */
+void service_outbound(struct worker *w, struct conn *c, int fd,
+		      const struct workload *src_wl, const struct service *svc);
+/* Release c->svc (active counts, references); from conn_done. */
+void service_conn_done(struct conn *c, bool connect_failed);
+
 /* A connection accepted on 15008; takes fd. */
 void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
 		    const struct sockaddr_in *dst);
