@@ -336,6 +336,16 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 		free(c);
 		return;
 	}
+	if (log_threshold >= LOG_DEBUG) {
+		char name[600], a[32], b[32], ip[INET_ADDRSTRLEN];
+
+		svc_name(svc, name, sizeof(name));
+		log_debug("service %s %s -> %s: endpoint %s (%s:%u, locality rank %d)",
+			  name, ip_str(&c->src, a), ip_str(&c->dst, b),
+			  pick.ep->workload_uid ? pick.ep->workload_uid : "?",
+			  inet_ntop(AF_INET, &pick.addr_be, ip, sizeof(ip)),
+			  pick.target_port, pick.rank);
+	}
 	sc->w = w;
 	sc->c = c;
 	sc->down_fd = fd;
