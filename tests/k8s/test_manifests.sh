@@ -47,7 +47,7 @@ done <"$WORK/validate.out"
 
 # The validator must be able to fail: a DaemonSet with a type error and
 # without a capability comment.
-sed -e 's/- NET_ADMIN$/- NET_ADMIN\n            - SYS_ADMIN/' -e 's/port: 15021$/port: "x y"/' "$DS" >"$WORK/bad-ds.yaml"
+sed -e 's/- NET_ADMIN$/- NET_ADMIN\n            - SYS_ADMIN/' -e 's/hostNetwork: true$/hostNetwork: "yes"/' "$DS" >"$WORK/bad-ds.yaml"
 out=$(node "$(dirname "$0")/validate-manifests.mjs" "$NPM_DIR" "$WORK/bad-ds.yaml" 2>&1)
 if grep -q "FAIL .*schema" <<<"$out" && grep -q "FAIL capability SYS_ADMIN has a comment" <<<"$out"; then
 	tap_pass "validator rejects a broken DaemonSet"
