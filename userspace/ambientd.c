@@ -31,6 +31,7 @@
 #include "ctlsock.h"
 #include "daemon.h"
 #include "fsutil.h"
+#include "kubesrc.h"
 #include "log.h"
 #include "lb.h"
 #include "loop.h"
@@ -66,6 +67,12 @@ enum opt_key {
 	OPT_OUTLIER_FAILURES,
 	OPT_OUTLIER_EJECTION,
 	OPT_SERVICE_CIDR,
+	OPT_KUBE,
+	OPT_KUBE_SERVER,
+	OPT_KUBE_TOKEN,
+	OPT_KUBE_CA,
+	OPT_CNI_SOCKET,
+	OPT_PROC_SYS,
 };
 
 static const struct cli_opt options[] = {
@@ -87,6 +94,12 @@ static const struct cli_opt options[] = {
 	{ "outlier-failures", OPT_OUTLIER_FAILURES, "N", "consecutive connect failures that eject an endpoint (default 5; 0 disables)" },
 	{ "outlier-ejection", OPT_OUTLIER_EJECTION, "MS", "first ejection time, doubled on each repeat, capped at 300000 (default 30000)" },
 	{ "service-cidr", OPT_SERVICE_CIDR, "CIDR", "service VIP range: a captured connection to an address in it that is no known VIP is refused (repeatable)" },
+	{ "kube", OPT_KUBE, NULL, "Kubernetes mode: pods, namespaces, services, endpointslices from the API server; --config then holds only policies" },
+	{ "kube-server", OPT_KUBE_SERVER, "URL", "API server (default: in-cluster $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)" },
+	{ "kube-token", OPT_KUBE_TOKEN, "FILE", "service-account token, re-read when it changes (default " KUBE_SA_DIR "/token)" },
+	{ "kube-ca", OPT_KUBE_CA, "FILE", "CA of the API server (default " KUBE_SA_DIR "/ca.crt)" },
+	{ "cni-socket", OPT_CNI_SOCKET, "PATH", "with --kube: where the CNI plugin reports new pods (e.g. /run/ambientd/cni.sock)" },
+	{ "proc-sys", OPT_PROC_SYS, "DIR", "where /proc/sys of the node's network namespace is (default /proc/sys)" },
 	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
@@ -116,6 +129,8 @@ struct opts {
 	struct lb_opts lb;
 	struct bpfctl_cidr svc_nets[MAX_EXCLUDES];
 	size_t n_svc_nets;
+	bool kube;
+	const char *kube_server, *kube_token, *kube_ca, *cni_socket;
 };
 
 struct control {
@@ -134,6 +149,7 @@ struct control {
 	uint64_t sock_events[AMB_SE_CLOSE + 1];
 	struct polmap_ids *pol_ids; /* policy slots of the kernel fast path */
 	bool pol_full_warned;
+	struct kube_source *kube; /* --kube */
 };
 
 static void usage(FILE *f)
@@ -307,6 +323,24 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		o->n_svc_nets++;
 		return 0;
 	}
+	case OPT_KUBE:
+		o->kube = true;
+		return 0;
+	case OPT_KUBE_SERVER:
+		o->kube_server = arg;
+		return 0;
+	case OPT_KUBE_TOKEN:
+		o->kube_token = arg;
+		return 0;
+	case OPT_KUBE_CA:
+		o->kube_ca = arg;
+		return 0;
+	case OPT_CNI_SOCKET:
+		o->cni_socket = arg;
+		return 0;
+	case OPT_PROC_SYS:
+		sysctl_set_root(arg);
+		return 0;
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
 		return 0;
@@ -371,17 +405,29 @@ static int load_config(struct control *c, bool *changed, char *err, size_t errle
 	int rc;
 
 	*changed = false;
-	rc = read_file(c->o.config, &buf, &len);
+	if (c->kube && !kube_source_synced(c->kube))
+		return 0; /* an incomplete model never replaces the last one */
+	rc = c->o.config ? read_file(c->o.config, &buf, &len) : 0;
 	if (rc) {
 		snprintf(err, errlen, "%s: %s", c->o.config, strerror(-rc));
 		return rc;
+	}
+	if (!buf && !(buf = strdup("")))
+		return -ENOMEM;
+	if (c->kube) {
+		rc = kube_source_append_yaml(c->kube, &buf, &len);
+		if (rc) {
+			free(buf);
+			snprintf(err, errlen, "kube model: %s", strerror(-rc));
+			return rc;
+		}
 	}
 	crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)buf, len);
 	if (c->d.state && crc == c->cfg_crc) {
 		free(buf);
 		return 0;
 	}
-	rc = config_load_buffer(c->o.config, buf, len, &st, err, errlen);
+	rc = config_load_buffer(c->o.config ? c->o.config : "kube", buf, len, &st, err, errlen);
 	free(buf);
 	if (rc)
 		return rc;
@@ -527,6 +573,13 @@ static int reconcile(struct control *c)
 	char ip[INET_ADDRSTRLEN];
 	int pending;
 
+	if (c->kube && !kube_source_synced(c->kube)) {
+		/* Until the API server is listed, keep what the kernel has
+		 * (pods enrolled by the previous run stay captured). */
+		free(r);
+		state_unref(st);
+		return 0;
+	}
 	if (!r) {
 		state_unref(st);
 		return 1;
@@ -555,6 +608,8 @@ static int reconcile(struct control *c)
 	pending = r->pending;
 	free(r);
 	state_unref(st);
+	if (c->kube)
+		kube_source_sync_annotations(c->kube);
 	return pending;
 }
 
@@ -1036,6 +1091,10 @@ static int ctl_handle(const char *cmd, FILE *out, void *arg)
 		certstore_for_each(c->d.certs, time(NULL), list_cert, &l);
 		return 0;
 	}
+	if (strcmp(cmd, "kube") == 0 && c->kube) {
+		kube_source_status(c->kube, out);
+		return 0;
+	}
 	if (strcmp(cmd, "status") == 0) {
 		struct state *st = daemon_state_get(&c->d);
 
@@ -1048,7 +1107,7 @@ static int ctl_handle(const char *cmd, FILE *out, void *arg)
 			"\"hbone\":{\"pool_connections\":%llu,\"outbound_streams\":%llu,"
 			"\"inbound_connections\":%llu,\"inbound_streams\":%llu,"
 			"\"handshake_failures\":%llu}}\n",
-			c->o.node, AMBIENTD_VERSION, c->o.config,
+			c->o.node, AMBIENTD_VERSION, c->o.config ? c->o.config : "",
 			(unsigned long long)st->generation, st->n_workloads,
 			c->d.n_workers, workers_live_connections(&c->d),
 			(unsigned long long)c->sock_events[AMB_SE_OPEN],
@@ -1121,6 +1180,48 @@ static int setup_watch(struct control *c)
 	return loop_io_update(c->loop, &c->ino_io, EPOLLIN);
 }
 
+/* ---- Kubernetes (--kube) ------------------------------------------------- */
+
+static void on_kube_changed(void *arg)
+{
+	struct control *c = arg;
+
+	on_reload(c->loop, &c->reload_timer);
+}
+
+static bool kube_enrolled(uint32_t addr_be, void *arg)
+{
+	struct control *c = arg;
+	struct amb_pod_key key = { .addr = addr_be };
+	struct amb_pod pod;
+
+	return bpf_map_lookup_elem(c->b.pods_fd, &key, &pod) == 0;
+}
+
+static int start_kube(struct control *c)
+{
+	struct kube_opts ko = {
+		.node = c->o.node,
+		.trust_domain = c->o.trust_domain,
+		.cluster_domain = "cluster.local",
+		.cni_socket = c->o.cni_socket,
+	};
+	struct kube_hooks hooks = { on_kube_changed, kube_enrolled, c };
+	char err[512];
+
+	if (kube_conf_init(&ko.conf, c->o.kube_server, c->o.kube_token, c->o.kube_ca,
+			   err, sizeof(err))) {
+		log_error("--kube: %s", err);
+		return -EINVAL;
+	}
+	c->kube = kube_source_start(&ko, c->loop, &hooks, err, sizeof(err));
+	if (!c->kube) {
+		log_error("--kube: %s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int run(struct control *c)
 {
 	struct bpfctl_cidr nets[MAX_EXCLUDES * 2];
@@ -1182,10 +1283,12 @@ static int run(struct control *c)
 	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	loop_io_init(&c->sig_io, fd, on_signal, c);
 	loop_io_update(c->loop, &c->sig_io, EPOLLIN);
-	rc = setup_watch(c);
+	rc = c->o.config ? setup_watch(c) : 0;
 	if (rc)
 		log_warn("cannot watch %s for changes (%s); send SIGHUP to reload",
 			 c->o.config, strerror(-rc));
+	if (c->o.kube && start_kube(c))
+		goto out_loop;
 	fd = rtnl_monitor_open();
 	if (fd >= 0) {
 		loop_io_init(&c->rtnl_io, fd, on_links, c);
@@ -1220,6 +1323,8 @@ static int run(struct control *c)
 	loop_run(c->loop);
 	ret = 0;
 out_loop:
+	kube_source_stop(c->kube);
+	c->kube = NULL;
 	if (c->ctl_path[0])
 		unlink(c->ctl_path);
 	ring_buffer__free(c->ring);
@@ -1313,7 +1418,7 @@ int main(int argc, char **argv)
 			return 1;
 		return bpfctl_uninstall(c->o.bpffs, c->o.node) ? 1 : 0;
 	}
-	if (!c->o.config) {
+	if (!c->o.config && !c->o.kube) {
 		fprintf(stderr, "ambientd: --config FILE is required (the local config, ztunnel schema)\n");
 		return 2;
 	}

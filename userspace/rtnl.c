@@ -350,13 +350,20 @@ void rtnl_monitor_drain(int fd)
 		;
 }
 
+static const char *sysctl_root = "/proc/sys";
+
+void sysctl_set_root(const char *dir)
+{
+	sysctl_root = dir;
+}
+
 int sysctl_write(const char *path, const char *value)
 {
 	char full[512];
 	int fd, err = 0;
 	size_t len = strlen(value);
 
-	snprintf(full, sizeof(full), "/proc/sys/%s", path);
+	snprintf(full, sizeof(full), "%s/%s", sysctl_root, path);
 	fd = open(full, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

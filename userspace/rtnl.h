@@ -45,5 +45,8 @@ void rtnl_monitor_drain(int fd);
 
 /* Write a sysctl under /proc/sys/net/... (path relative to /proc/sys). */
 int sysctl_write(const char *path, const char *value);
+/* Where sysctl_write() finds /proc/sys (a container mounts the host's
+ * elsewhere because its own is read-only). dir must outlive the calls. */
+void sysctl_set_root(const char *dir);
 
 #endif
