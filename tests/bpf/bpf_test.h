@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <net/if.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -29,6 +30,21 @@ static inline int lo_up(void)
 	}
 	close(fd);
 	return err;
+}
+
+/*
+ * Every bpf suite starts the same way: root, a private network namespace
+ * of its own, lo up. Skips the whole suite (exit 77) with the reason when
+ * any of it is impossible here. Needs tap.h.
+ */
+static inline void bpf_test_enter_netns(void)
+{
+	if (geteuid() != 0)
+		tap_skip_all("needs root (BPF, unshare(CLONE_NEWNET))");
+	if (unshare(CLONE_NEWNET))
+		tap_skip_all("unshare(CLONE_NEWNET) failed");
+	if (lo_up())
+		tap_skip_all("cannot bring lo up in the test netns");
 }
 
 #endif

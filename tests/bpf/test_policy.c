@@ -359,12 +359,7 @@ int main(void)
 	struct bpf_map *map;
 	size_t n1 = 0, n2 = 0;
 
-	if (geteuid() != 0)
-		tap_skip_all("needs root (BPF, unshare(CLONE_NEWNET))");
-	if (unshare(CLONE_NEWNET))
-		tap_skip_all("unshare(CLONE_NEWNET) failed");
-	if (lo_up())
-		tap_skip_all("cannot bring lo up in the test netns");
+	bpf_test_enter_netns();
 	ncpus = libbpf_num_possible_cpus();
 	if (ncpus <= 0)
 		tap_skip_all("cannot count possible CPUs");

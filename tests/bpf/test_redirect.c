@@ -711,12 +711,7 @@ int main(void)
 	size_t i;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (geteuid() != 0)
-		tap_skip_all("needs root (BPF, unshare(CLONE_NEWNET))");
-	if (unshare(CLONE_NEWNET))
-		tap_skip_all("unshare(CLONE_NEWNET) failed");
-	if (lo_up())
-		tap_skip_all("cannot bring lo up in the test netns");
+	bpf_test_enter_netns();
 	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SCHED_CLS, NULL) != 1)
 		tap_skip_all("BPF tc programs unavailable");
 	ncpus = libbpf_num_possible_cpus();

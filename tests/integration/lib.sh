@@ -447,6 +447,15 @@ amb_uninstall() {
 	amb_node_exec "$1" timeout 30 "$AMBIENTD" uninstall --node "$(amb_node_name "$1")"
 }
 
+# amb_setup_or_bail FN: run the suite's setup function; on failure report
+# it as a failed case and end the suite (cleanup runs from the EXIT trap).
+amb_setup_or_bail() {
+	"$1" && return 0
+	tap_fail "setup"
+	tap_done
+	exit 1
+}
+
 # Prints the last lines of node N's daemon log as TAP diagnostics.
 amb_daemon_diag() {
 	local log

@@ -223,11 +223,7 @@ case_garbage() {
 	return "$rc"
 }
 
-if ! setup; then
-	tap_fail "setup"
-	tap_done
-	exit 1
-fi
+amb_setup_or_bail setup
 tap_ok "cross-node HBONE: real client IP, caller identity verified" case_real_ip_and_identity
 tap_ok "1 GiB cross-node through HBONE, sha256 verified" case_gib
 tap_ok "1000 concurrent connections over few pooled TLS connections" case_many_pooled

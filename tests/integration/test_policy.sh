@@ -358,11 +358,7 @@ case_ctl_check_and_table() {
 	return "$rc"
 }
 
-if ! setup; then
-	tap_fail "setup"
-	tap_done
-	exit 1
-fi
+amb_setup_or_bail setup
 tap_ok "no policies: mesh, plaintext and same-node callers allowed" case_no_policies
 tap_ok "ALLOW by principal: listed identity passes, others get 401" case_allow_by_principal
 tap_ok "plaintext caller vs ALLOW-only policy: refused in the kernel" case_plaintext_default_deny_in_kernel

@@ -78,11 +78,7 @@ case_new_cert_used() {
 	return "$rc"
 }
 
-if ! setup; then
-	tap_fail "setup"
-	tap_done
-	exit 1
-fi
+amb_setup_or_bail setup
 tap_ok "a connection spanning a certificate rotation completes intact" case_span
 tap_ok "connections after the rotation present the new certificate" case_new_cert_used
 tap_done

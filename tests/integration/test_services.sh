@@ -333,11 +333,7 @@ case_ctl_services() {
 	return "$rc"
 }
 
-if ! setup; then
-	tap_fail "setup"
-	tap_done
-	exit 1
-fi
+amb_setup_or_bail setup
 tap_ok "VIP spread over three endpoints on two nodes (least-request)" case_spread
 tap_ok "service port 81 translates to target port 7001" case_port_translation
 tap_ok "an Unhealthy endpoint is never chosen" case_unhealthy_never
