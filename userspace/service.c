@@ -264,7 +264,7 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 	}
 	sc->retried = true;
 	rc = lb_pick(sc->svc, sc->svc_port, sc->src_wl, failed, &w->d->lb, now,
-		     (uint32_t)random(), &next);
+		     worker_rand(w), &next);
 	if (rc) {
 		log_info("service %s %s -> %s: %s; no other endpoint to retry on",
 			 name, ip_str(&c->src, a), ip_str(&c->dst, b),
@@ -309,7 +309,7 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 	int rc;
 
 	rc = lb_pick(svc, port, src_wl, NULL, &w->d->lb, loop_now_ms(w->loop),
-		     (uint32_t)random(), &pick);
+		     worker_rand(w), &pick);
 	if (rc == -EPROTO) {
 		refuse(w, c, fd, svc, "port not exposed by the service");
 		return;

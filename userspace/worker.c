@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -542,6 +543,9 @@ static struct worker *worker_new(struct daemon *d, int id)
 		return NULL;
 	w->id = id;
 	w->d = d;
+	/* Seeded per worker from the kernel; never 0 (xorshift's fixpoint). */
+	if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || !w->rng)
+		w->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)w;
 	for (int k = 0; k < LISTEN_KINDS; k++)
 		w->lst[k].io.fd = -1;
 	w->loop = loop_new();

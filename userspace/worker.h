@@ -61,7 +61,20 @@ struct worker {
 	/* Live connections into local pods that policy governs; re-checked
 	 * when a new snapshot arrives. */
 	struct conn *policed;
+	uint64_t rng; /* xorshift state: lock-free randomness for balancing */
 };
+
+/* A pseudo-random number from the worker's own generator. */
+static inline uint32_t worker_rand(struct worker *w)
+{
+	uint64_t x = w->rng;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	w->rng = x;
+	return (uint32_t)(x >> 32);
+}
 
 /* Per-connection record for logs; freed by the relay's done callback. */
 struct conn {
