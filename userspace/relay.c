@@ -76,6 +76,7 @@ struct relay {
 	uint64_t started_ms;
 	relay_done_cb done;
 	void *arg;
+	struct relay_meter *meters[RELAY_METERS];
 };
 
 /* ---- per-thread buffer pool ---- */
@@ -364,6 +365,14 @@ static bool dir_try_fin(struct relay *r, struct relay_dir *d, int dst_idx)
 	return true;
 }
 
+static void meter_add(struct relay *r, int di, size_t n)
+{
+	for (int i = 0; i < RELAY_METERS && r->meters[i]; i++)
+		atomic_fetch_add_explicit(di == DIR_UP ? &r->meters[i]->up :
+							 &r->meters[i]->down,
+					  n, memory_order_relaxed);
+}
+
 /*
  * Moves bytes of direction `di` until neither reading nor writing makes
  * progress (or RELAY_PUMP_ROUNDS). Each read asks for all free room in the
@@ -394,6 +403,7 @@ static void pump(struct relay *r, int di)
 			} else {
 				d->off += n;
 				d->bytes += n;
+				meter_add(r, di, (size_t)n);
 				progress = true;
 				/* A short write means the sink is full; skip the EAGAIN. */
 				write_blocked = (size_t)n < want;
@@ -508,6 +518,7 @@ int relay_start(struct loop *l, struct relay_end *down, struct relay_end *up,
 	if (opts) {
 		r->done = opts->done;
 		r->arg = opts->arg;
+		memcpy(r->meters, opts->meters, sizeof(r->meters));
 	}
 	down->relay = r;
 	up->relay = r;

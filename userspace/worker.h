@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "loop.h"
+#include "telemetry.h"
 
 struct daemon;
 struct relay;
@@ -19,6 +20,7 @@ struct workload;
 struct tls_ctx_entry;
 struct pool;
 struct authz_result;
+struct inbound;
 
 enum listener_kind {
 	LISTEN_OUTBOUND, /* 15001: captured pod egress */
@@ -58,6 +60,12 @@ struct worker {
 	/* Live connections into local pods that policy governs; re-checked
 	 * when a new snapshot arrives. */
 	struct conn *policed;
+	/* Telemetry: label-set counters, live connections, mailbox. */
+	struct tel_worker *tel;
+	/* Accepted HBONE connections (tunnel.c), for GOAWAY on drain. */
+	struct inbound *inbounds;
+	/* Listeners open (cleared by worker_stop_listening()). */
+	atomic_bool listening;
 };
 
 /* Per-connection record for logs; freed by the relay's done callback. */
@@ -71,6 +79,7 @@ struct conn {
 	char *identity;	     /* caller's SPIFFE ID (malloc'd), NULL: plaintext */
 	struct relay *relay; /* once started */
 	struct conn *prev, *next; /* on w->policed */
+	struct conn_tel tel; /* metrics and access log (telemetry.h) */
 };
 
 /*
@@ -102,9 +111,18 @@ void reset_close(int fd);
 const char *ip_str(const struct sockaddr_in *a, char *buf);
 const char *route_name(enum route_kind r);
 
+/* Close this worker's listeners (drain): new connections are refused.
+ * Worker thread only. */
+void worker_stop_listening(struct worker *w);
+/* Control thread: 0 when every worker's listeners are listening, else
+ * -errno and a sentence in why. */
+int workers_check_listeners(struct daemon *d, char *why, size_t len);
+
 /* tunnel.c */
 int tunnel_worker_init(struct worker *w);
 void tunnel_worker_fini(struct worker *w);
+/* GOAWAY on every accepted HBONE connection: peers open no new streams. */
+void tunnel_worker_drain(struct worker *w);
 /* Outbound to a remote HBONE workload; takes fd and c. */
 void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 		     const struct workload *src_wl, const struct workload *dst_wl);
