@@ -729,8 +729,11 @@ static void list_cert(const struct leaf *leaf, enum leaf_state st, void *arg)
 	if (l->table) {
 		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_before, &tm));
 		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_after, &tm));
-		fprintf(l->out, "%-52s %-32s %-20s %-20s %s\n", leaf->identity,
-			leaf->serial, nb, na, leaf_state_name(st));
+		/* istioctl ztunnel-config certificates' columns. */
+		fprintf(l->out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", leaf->identity,
+			"Leaf", st == LEAF_ACTIVE ? "Available" : st == LEAF_ROTATED ?
+			"Rotated" : "Expired", st == LEAF_EXPIRED ? "false" : "true",
+			leaf->serial, na, nb);
 		return;
 	}
 	fprintf(l->out, "%s{\"identity\":\"%s\",\"serial\":\"%s\","
@@ -944,9 +947,20 @@ static int ctl_handle(const char *cmd, FILE *out, void *arg)
 	if (strcmp(cmd, "certificates table") == 0) {
 		struct cert_list l = { .out = out, .table = true };
 
-		fprintf(out, "%-52s %-32s %-20s %-20s %s\n", "IDENTITY", "SERIAL",
-			"NOT_BEFORE", "NOT_AFTER", "STATE");
+		X509 *root = ca_root_cert(c->d.ca);
+		struct tm tb = { 0 }, ta = { 0 };
+		char nb[32], na[32];
+
+		fprintf(out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", "CERTIFICATE NAME",
+			"TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER",
+			"NOT BEFORE");
 		certstore_for_each(c->d.certs, time(NULL), list_cert, &l);
+		ASN1_TIME_to_tm(X509_get0_notBefore(root), &tb);
+		ASN1_TIME_to_tm(X509_get0_notAfter(root), &ta);
+		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", &tb);
+		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", &ta);
+		fprintf(out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", "ambientd root CA",
+			"Root", "Available", "true", "-", na, nb);
 		return 0;
 	}
 	if (strcmp(cmd, "status") == 0) {

@@ -134,6 +134,17 @@ int http_query_param(const struct http_req *req, const char *name, char *buf,
 /* First header `name` (case-insensitive), or NULL. */
 const char *http_req_header(const struct http_req *req, const char *name);
 
+/*
+ * Client side, for ambientctl: one blocking request to ip:port with
+ * "Connection: close"; reads the whole answer (bounded by body->max).
+ * timeout_ms bounds the connect and every read. Returns 0 with *status and
+ * the body, or -errno (-ECONNREFUSED when nothing listens, -EPROTO for an
+ * answer that is not HTTP/1.x).
+ */
+int http_fetch(const char *ip, uint16_t port, const char *method,
+	       const char *path, int timeout_ms, int *status,
+	       struct sbuf *body);
+
 /* Reason phrase of a status code ("OK", "Not Found", ...; "" if unknown). */
 const char *http_reason(int status);
 
