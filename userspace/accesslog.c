@@ -16,7 +16,7 @@ static char node_name[64];
 
 int access_log_parse(const char *s, enum access_log_format *out)
 {
-	static const char *const names[] = { "off", "text", "json" };
+	static const char *const names[] = {"off", "text", "json"};
 
 	for (unsigned i = 0; i < 3; i++)
 		if (strcmp(s, names[i]) == 0) {
@@ -38,7 +38,7 @@ struct line {
 };
 
 static void put(struct line *l, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void put(struct line *l, const char *fmt, ...)
 {
 	va_list ap;
@@ -101,7 +101,7 @@ static void json_str(struct line *l, const char *key, const char *v)
 size_t access_log_format_line(enum access_log_format fmt,
 			      const struct access_rec *r, char *buf, size_t len)
 {
-	struct line l = { .p = buf, .cap = len };
+	struct line l = {.p = buf, .cap = len};
 	char a[32], b[32], h[32], ts[64];
 	struct timespec now;
 	struct tm tm;
@@ -118,10 +118,14 @@ size_t access_log_format_line(enum access_log_format fmt,
 	if (r->hbone_addr)
 		addr(r->hbone_addr, h);
 	if (fmt == ACCESS_LOG_JSON) {
-		put(&l, "{\"time\":\"%s\",\"level\":\"%s\",\"scope\":\"access\","
-			"\"node\":", ts, r->error ? "error" : "info");
+		put(&l,
+		    "{\"time\":\"%s\",\"level\":\"%s\",\"scope\":\"access\","
+		    "\"node\":",
+		    ts, r->error ? "error" : "info");
 		put_quoted(&l, node_name);
-		put(&l, ",\"message\":\"connection complete\",\"src.addr\":\"%s\"", a);
+		put(&l,
+		    ",\"message\":\"connection complete\",\"src.addr\":\"%s\"",
+		    a);
 		json_str(&l, "src.workload", r->src_workload);
 		json_str(&l, "src.namespace", r->src_namespace);
 		json_str(&l, "src.identity", r->src_identity);
@@ -132,8 +136,9 @@ size_t access_log_format_line(enum access_log_format fmt,
 		json_str(&l, "dst.workload", r->dst_workload);
 		json_str(&l, "dst.namespace", r->dst_namespace);
 		json_str(&l, "dst.identity", r->dst_identity);
-		put(&l, ",\"direction\":\"%s\",\"bytes_sent\":%llu,"
-			"\"bytes_recv\":%llu,\"duration_ms\":%llu",
+		put(&l,
+		    ",\"direction\":\"%s\",\"bytes_sent\":%llu,"
+		    "\"bytes_recv\":%llu,\"duration_ms\":%llu",
 		    r->outbound ? "outbound" : "inbound",
 		    (unsigned long long)r->bytes_sent,
 		    (unsigned long long)r->bytes_recv,
@@ -142,8 +147,8 @@ size_t access_log_format_line(enum access_log_format fmt,
 		json_str(&l, "error", r->error);
 		put(&l, "}");
 	} else {
-		put(&l, "%s %-5s %s%saccess connection complete src.addr=%s", ts,
-		    r->error ? "error" : "info", node_name,
+		put(&l, "%s %-5s %s%saccess connection complete src.addr=%s",
+		    ts, r->error ? "error" : "info", node_name,
 		    node_name[0] ? ": " : "", a);
 		text_str(&l, "src.workload", r->src_workload);
 		text_str(&l, "src.namespace", r->src_namespace);
@@ -155,8 +160,9 @@ size_t access_log_format_line(enum access_log_format fmt,
 		text_str(&l, "dst.workload", r->dst_workload);
 		text_str(&l, "dst.namespace", r->dst_namespace);
 		text_str(&l, "dst.identity", r->dst_identity);
-		put(&l, " direction=\"%s\" bytes_sent=%llu bytes_recv=%llu "
-			"duration=\"%llums\"",
+		put(&l,
+		    " direction=\"%s\" bytes_sent=%llu bytes_recv=%llu "
+		    "duration=\"%llums\"",
 		    r->outbound ? "outbound" : "inbound",
 		    (unsigned long long)r->bytes_sent,
 		    (unsigned long long)r->bytes_recv,

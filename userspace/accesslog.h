@@ -48,7 +48,8 @@ struct access_rec {
 	const struct sockaddr_in *src;
 	const struct sockaddr_in *dst;
 	const struct sockaddr_in *hbone_addr; /* NULL: not HBONE */
-	const char *src_workload, *src_namespace, *src_identity; /* NULL: absent */
+	const char *src_workload, *src_namespace,
+	    *src_identity; /* NULL: absent */
 	const char *dst_service, *dst_workload, *dst_namespace, *dst_identity;
 	uint64_t bytes_sent, bytes_recv;
 	uint64_t duration_ms;

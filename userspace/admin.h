@@ -51,9 +51,9 @@ struct admin_opts {
 struct admin_ctx {
 	struct daemon *d;
 	struct bpfctl *b;
-	struct loop *loop;	  /* the control thread's */
-	const int *pending;	  /* workloads still waiting to be enrolled */
-	void (*stop)(void *arg);  /* end the daemon (after a drain) */
+	struct loop *loop;	 /* the control thread's */
+	const int *pending;	 /* workloads still waiting to be enrolled */
+	void (*stop)(void *arg); /* end the daemon (after a drain) */
 	void *stop_arg;
 };
 

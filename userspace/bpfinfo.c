@@ -14,18 +14,16 @@
 
 #include "rtnl.h"
 
-static const char *const prog_pins[] = { "amb_tc_pod", "amb_tc_inbound",
-					 "amb_sockops" };
-static const char *const map_pins[] = { "amb_pods",	 "amb_counters",
-					"amb_excl_net",	 "amb_excl_port",
-					"amb_socks",	 "amb_sock_ev",
-					"amb_pol",	 "amb_pol_hits",
-					"amb_pol_names" };
+static const char *const prog_pins[] = {"amb_tc_pod", "amb_tc_inbound",
+					"amb_sockops"};
+static const char *const map_pins[] = {
+    "amb_pods",	   "amb_counters", "amb_excl_net", "amb_excl_port", "amb_socks",
+    "amb_sock_ev", "amb_pol",	   "amb_pol_hits", "amb_pol_names"};
 
 const char *bpfinfo_verdict_of(const char *reason)
 {
-	static const char *const verdicts[] = { "assign", "pass", "drop",
-						"refused" };
+	static const char *const verdicts[] = {"assign", "pass", "drop",
+					       "refused"};
 
 	for (size_t i = 0; i < sizeof(verdicts) / sizeof(verdicts[0]); i++) {
 		size_t n = strlen(verdicts[i]);
@@ -50,7 +48,8 @@ static long long map_entries(int fd, const struct bpf_map_info *mi)
 	char key[256], next[256];
 	long long n = 0;
 
-	if (mi->type == BPF_MAP_TYPE_ARRAY || mi->type == BPF_MAP_TYPE_PERCPU_ARRAY)
+	if (mi->type == BPF_MAP_TYPE_ARRAY ||
+	    mi->type == BPF_MAP_TYPE_PERCPU_ARRAY)
 		return mi->max_entries;
 	if (mi->type == BPF_MAP_TYPE_RINGBUF || mi->key_size > sizeof(key))
 		return -1;
@@ -122,7 +121,7 @@ int bpfinfo_check_attached(struct bpfctl *b, char *why, size_t len)
 {
 	uint32_t pod_id = bpfctl_prog_id(b->prog_pod_fd);
 	uint32_t in_id = bpfctl_prog_id(b->prog_inbound_fd), lprog;
-	struct ifset pods = { .cap = AMB_MAX_PODS };
+	struct ifset pods = {.cap = AMB_MAX_PODS};
 	struct rtnl_link *links = NULL;
 	uint64_t cg;
 	size_t n = 0;
@@ -148,7 +147,8 @@ int bpfinfo_check_attached(struct bpfctl *b, char *why, size_t len)
 			continue;
 		if (bpfctl_tc_prog_id(links[i].ifindex) != want) {
 			snprintf(why, len, "%s is not attached to %s",
-				 pod ? "amb_tc_pod" : "amb_tc_inbound", links[i].name);
+				 pod ? "amb_tc_pod" : "amb_tc_inbound",
+				 links[i].name);
 			err = -ENOLINK;
 		}
 	}
@@ -164,16 +164,18 @@ struct attach_walk {
 	int n;
 };
 
-static void attached_tc(struct sbuf *o, uint32_t prog_id, const struct rtnl_link *links,
-			size_t n_links, int *count)
+static void attached_tc(struct sbuf *o, uint32_t prog_id,
+			const struct rtnl_link *links, size_t n_links,
+			int *count)
 {
 	for (size_t i = 0; i < n_links; i++) {
 		if (!prog_id || bpfctl_tc_prog_id(links[i].ifindex) != prog_id)
 			continue;
-		sbuf_printf(o, "%s{\"kind\":\"tc ingress\",\"target\":", (*count)++ ? "," : "");
+		sbuf_printf(o, "%s{\"kind\":\"tc ingress\",\"target\":",
+			    (*count)++ ? "," : "");
 		sbuf_json_str(o, links[i].name);
-		sbuf_printf(o, ",\"handle\":\"0x%x\",\"priority\":%d}", AMB_TC_HANDLE,
-			    AMB_TC_PRIORITY);
+		sbuf_printf(o, ",\"handle\":\"0x%x\",\"priority\":%d}",
+			    AMB_TC_HANDLE, AMB_TC_PRIORITY);
 	}
 }
 
@@ -207,16 +209,21 @@ int bpfinfo_json(struct bpfctl *b, struct sbuf *o)
 		}
 		for (int k = 0; k < BPF_TAG_SIZE; k++)
 			sprintf(tag + 2 * k, "%02x", pi.tag[k]);
-		sbuf_printf(o, "%s{\"name\":\"%s\",\"id\":%u,\"type\":\"%s\",\"tag\":\"%s\","
-			       "\"runCount\":%llu,\"runTimeNs\":%llu,\"attached\":[",
-			    i ? "," : "", prog_pins[i], pi.id, prog_type_name(pi.type), tag,
-			    (unsigned long long)pi.run_cnt,
-			    (unsigned long long)pi.run_time_ns);
+		sbuf_printf(
+		    o,
+		    "%s{\"name\":\"%s\",\"id\":%u,\"type\":\"%s\",\"tag\":\"%"
+		    "s\","
+		    "\"runCount\":%llu,\"runTimeNs\":%llu,\"attached\":[",
+		    i ? "," : "", prog_pins[i], pi.id, prog_type_name(pi.type),
+		    tag, (unsigned long long)pi.run_cnt,
+		    (unsigned long long)pi.run_time_ns);
 		if (pi.type == BPF_PROG_TYPE_SOCK_OPS) {
 			if (lprog == pi.id && cg)
-				sbuf_printf(o, "{\"kind\":\"cgroup sock_ops\",\"target\":"
-					       "\"cgroup id %llu\",\"link\":\"%s\"}",
-					    (unsigned long long)cg, BPFCTL_LINK_PIN);
+				sbuf_printf(
+				    o,
+				    "{\"kind\":\"cgroup sock_ops\",\"target\":"
+				    "\"cgroup id %llu\",\"link\":\"%s\"}",
+				    (unsigned long long)cg, BPFCTL_LINK_PIN);
 		} else {
 			attached_tc(o, pi.id, links, n_links, &count);
 		}
@@ -224,7 +231,8 @@ int bpfinfo_json(struct bpfctl *b, struct sbuf *o)
 		close(fd);
 	}
 	sbuf_puts(o, "],\"maps\":[");
-	for (size_t i = 0, n = 0; i < sizeof(map_pins) / sizeof(map_pins[0]); i++) {
+	for (size_t i = 0, n = 0; i < sizeof(map_pins) / sizeof(map_pins[0]);
+	     i++) {
 		struct bpf_map_info mi = {};
 		__u32 len = sizeof(mi);
 		int fd = pin_get(b, map_pins[i]);
@@ -232,12 +240,14 @@ int bpfinfo_json(struct bpfctl *b, struct sbuf *o)
 		if (fd < 0)
 			continue;
 		if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0) {
-			sbuf_printf(o, "%s{\"name\":\"%s\",\"id\":%u,\"type\":\"%s\","
-				       "\"keySize\":%u,\"valueSize\":%u,\"maxEntries\":%u,"
-				       "\"entries\":%lld}",
-				    n++ ? "," : "", map_pins[i], mi.id,
-				    map_type_name(mi.type), mi.key_size, mi.value_size,
-				    mi.max_entries, map_entries(fd, &mi));
+			sbuf_printf(
+			    o,
+			    "%s{\"name\":\"%s\",\"id\":%u,\"type\":\"%s\","
+			    "\"keySize\":%u,\"valueSize\":%u,\"maxEntries\":%u,"
+			    "\"entries\":%lld}",
+			    n++ ? "," : "", map_pins[i], mi.id,
+			    map_type_name(mi.type), mi.key_size, mi.value_size,
+			    mi.max_entries, map_entries(fd, &mi));
 		}
 		close(fd);
 	}
@@ -246,9 +256,11 @@ int bpfinfo_json(struct bpfctl *b, struct sbuf *o)
 		for (unsigned r = 0; r < AMB_R_MAX; r++) {
 			const char *name = bpfctl_reason_name(r);
 
-			sbuf_printf(o, "%s{\"reason\":\"%s\",\"verdict\":\"%s\","
-				       "\"packets\":%llu,\"bytes\":%llu}",
-				    r ? "," : "", name, bpfinfo_verdict_of(name),
+			sbuf_printf(o,
+				    "%s{\"reason\":\"%s\",\"verdict\":\"%s\","
+				    "\"packets\":%llu,\"bytes\":%llu}",
+				    r ? "," : "", name,
+				    bpfinfo_verdict_of(name),
 				    (unsigned long long)cnt[r].packets,
 				    (unsigned long long)cnt[r].bytes);
 		}

@@ -87,7 +87,7 @@ static void strs(struct sbuf *b, char *const *v, size_t n)
 
 static void gateway(struct obj *o, const char *k, const struct gateway *g)
 {
-	struct obj in = { o->b, 0 };
+	struct obj in = {o->b, 0};
 
 	if (g->kind == GW_NONE)
 		return;
@@ -99,7 +99,8 @@ static void gateway(struct obj *o, const char *k, const struct gateway *g)
 	} else {
 		char s[512];
 
-		snprintf(s, sizeof(s), "%s/%s", g->namespace ? g->namespace : "",
+		snprintf(s, sizeof(s), "%s/%s",
+			 g->namespace ? g->namespace : "",
 			 g->hostname ? g->hostname : "");
 		sbuf_json_str(o->b, s);
 	}
@@ -110,7 +111,7 @@ static void gateway(struct obj *o, const char *k, const struct gateway *g)
 
 static void workload(struct sbuf *b, const struct workload *w)
 {
-	struct obj o = { b, 0 };
+	struct obj o = {b, 0};
 	char ip[INET_ADDRSTRLEN];
 
 	sbuf_putc(b, '{');
@@ -131,7 +132,7 @@ static void workload(struct sbuf *b, const struct workload *w)
 	kstr(&o, "clusterId", w->cluster_id);
 	kstr(&o, "trustDomain", w->trust_domain);
 	if (w->locality.region || w->locality.zone || w->locality.subzone) {
-		struct obj l = { b, 0 };
+		struct obj l = {b, 0};
 
 		key(&o, "locality");
 		sbuf_putc(b, '{');
@@ -150,11 +151,12 @@ static void workload(struct sbuf *b, const struct workload *w)
 	gateway(&o, "waypoint", &w->waypoint);
 	gateway(&o, "networkGateway", &w->network_gateway);
 	if (w->application_tunnel) {
-		struct obj t = { b, 0 };
+		struct obj t = {b, 0};
 
 		key(&o, "applicationTunnel");
 		sbuf_putc(b, '{');
-		kstr(&t, "protocol", app_tunnel_protocol_name(w->application_tunnel->protocol));
+		kstr(&t, "protocol",
+		     app_tunnel_protocol_name(w->application_tunnel->protocol));
 		if (w->application_tunnel->port)
 			kint(&t, "port", w->application_tunnel->port);
 		sbuf_putc(b, '}');
@@ -180,7 +182,7 @@ static void workload(struct sbuf *b, const struct workload *w)
 
 static void service(struct sbuf *b, const struct service *s)
 {
-	struct obj o = { b, 0 };
+	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
 	kstr(&o, "name", s->name);
@@ -200,7 +202,7 @@ static void service(struct sbuf *b, const struct service *s)
 	sbuf_putc(b, '{');
 	for (size_t i = 0; i < s->n_endpoints; i++) {
 		const struct endpoint *e = &s->endpoints[i];
-		struct obj eo = { b, 0 };
+		struct obj eo = {b, 0};
 		char svc[600];
 
 		if (i)
@@ -220,18 +222,22 @@ static void service(struct sbuf *b, const struct service *s)
 	strs(b, s->subject_alt_names, s->n_subject_alt_names);
 	gateway(&o, "waypoint", &s->waypoint);
 	if (s->load_balancer) {
-		struct obj l = { b, 0 };
+		struct obj l = {b, 0};
 
 		key(&o, "loadBalancer");
 		sbuf_putc(b, '{');
 		key(&l, "routingPreferences");
 		sbuf_putc(b, '[');
-		for (size_t i = 0; i < s->load_balancer->n_routing_preferences; i++)
-			sbuf_printf(b, "%s\"%s\"", i ? "," : "",
-				    lb_scope_name(s->load_balancer->routing_preferences[i]));
+		for (size_t i = 0; i < s->load_balancer->n_routing_preferences;
+		     i++)
+			sbuf_printf(
+			    b, "%s\"%s\"", i ? "," : "",
+			    lb_scope_name(
+				s->load_balancer->routing_preferences[i]));
 		sbuf_putc(b, ']');
 		kstr(&l, "mode", lb_mode_name(s->load_balancer->mode));
-		kstr(&l, "healthPolicy", lb_health_policy_name(s->load_balancer->health_policy));
+		kstr(&l, "healthPolicy",
+		     lb_health_policy_name(s->load_balancer->health_policy));
 		sbuf_putc(b, '}');
 	}
 	kstr(&o, "ipFamilies", ip_families_name(s->ip_families));
@@ -266,7 +272,7 @@ static void sa_matches(struct obj *o, const char *k, const struct sa_match *m,
 	key(o, k);
 	sbuf_putc(o->b, '[');
 	for (size_t i = 0; i < n; i++) {
-		struct obj s = { o->b, 0 };
+		struct obj s = {o->b, 0};
 
 		sbuf_puts(o->b, i ? ",{" : "{");
 		kstr(&s, "namespace", m[i].namespace);
@@ -276,7 +282,8 @@ static void sa_matches(struct obj *o, const char *k, const struct sa_match *m,
 	sbuf_putc(o->b, ']');
 }
 
-static void cidrs(struct obj *o, const char *k, const struct ip_cidr *c, size_t n)
+static void cidrs(struct obj *o, const char *k, const struct ip_cidr *c,
+		  size_t n)
 {
 	if (!n)
 		return;
@@ -303,7 +310,7 @@ static void port_list(struct obj *o, const char *k, const uint16_t *p, size_t n)
 
 static void policy(struct sbuf *b, const struct policy *p)
 {
-	struct obj o = { b, 0 };
+	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
 	kstr(&o, "name", p->name);
@@ -323,29 +330,40 @@ static void policy(struct sbuf *b, const struct policy *p)
 			sbuf_puts(b, c ? ",[" : "[");
 			for (size_t m = 0; m < cl->n_matches; m++) {
 				const struct pol_match *mt = &cl->matches[m];
-				struct obj mo = { b, 0 };
+				struct obj mo = {b, 0};
 
 				sbuf_puts(b, m ? ",{" : "{");
-				str_matches(&mo, "namespaces", mt->namespaces, mt->n_namespaces);
-				str_matches(&mo, "notNamespaces", mt->not_namespaces,
+				str_matches(&mo, "namespaces", mt->namespaces,
+					    mt->n_namespaces);
+				str_matches(&mo, "notNamespaces",
+					    mt->not_namespaces,
 					    mt->n_not_namespaces);
-				sa_matches(&mo, "serviceAccounts", mt->service_accounts,
+				sa_matches(&mo, "serviceAccounts",
+					   mt->service_accounts,
 					   mt->n_service_accounts);
-				sa_matches(&mo, "notServiceAccounts", mt->not_service_accounts,
+				sa_matches(&mo, "notServiceAccounts",
+					   mt->not_service_accounts,
 					   mt->n_not_service_accounts);
-				str_matches(&mo, "principals", mt->principals, mt->n_principals);
-				str_matches(&mo, "notPrincipals", mt->not_principals,
+				str_matches(&mo, "principals", mt->principals,
+					    mt->n_principals);
+				str_matches(&mo, "notPrincipals",
+					    mt->not_principals,
 					    mt->n_not_principals);
-				cidrs(&mo, "sourceIps", mt->source_ips, mt->n_source_ips);
+				cidrs(&mo, "sourceIps", mt->source_ips,
+				      mt->n_source_ips);
 				cidrs(&mo, "notSourceIps", mt->not_source_ips,
 				      mt->n_not_source_ips);
-				cidrs(&mo, "destinationIps", mt->destination_ips,
+				cidrs(&mo, "destinationIps",
+				      mt->destination_ips,
 				      mt->n_destination_ips);
-				cidrs(&mo, "notDestinationIps", mt->not_destination_ips,
+				cidrs(&mo, "notDestinationIps",
+				      mt->not_destination_ips,
 				      mt->n_not_destination_ips);
-				port_list(&mo, "destinationPorts", mt->destination_ports,
+				port_list(&mo, "destinationPorts",
+					  mt->destination_ports,
 					  mt->n_destination_ports);
-				port_list(&mo, "notDestinationPorts", mt->not_destination_ports,
+				port_list(&mo, "notDestinationPorts",
+					  mt->not_destination_ports,
 					  mt->n_not_destination_ports);
 				sbuf_putc(b, '}');
 			}
@@ -365,9 +383,10 @@ static void rfc3339(char *buf, size_t len, time_t t)
 }
 
 /* {"pem":..., "serialNumber":..., "validFrom":..., "expirationTime":...} */
-static void cert(struct sbuf *b, X509 *x, const char *serial, time_t nb, time_t na)
+static void cert(struct sbuf *b, X509 *x, const char *serial, time_t nb,
+		 time_t na)
 {
-	struct obj o = { b, 0 };
+	struct obj o = {b, 0};
 	BIO *bio = BIO_new(BIO_s_mem());
 	char *pem = NULL, t[40];
 	long n = 0;
@@ -403,8 +422,9 @@ struct cert_walk {
 static void root_certs(struct sbuf *b, struct daemon *d)
 {
 	X509 *root = ca_root_cert(d->ca);
-	const ASN1_TIME *nb = X509_get0_notBefore(root), *na = X509_get0_notAfter(root);
-	struct tm tb = { 0 }, ta = { 0 };
+	const ASN1_TIME *nb = X509_get0_notBefore(root),
+			*na = X509_get0_notAfter(root);
+	struct tm tb = {0}, ta = {0};
 	ASN1_INTEGER *sn = X509_get_serialNumber(root);
 	BIGNUM *bn = ASN1_INTEGER_to_BN(sn, NULL);
 	char *hex = bn ? BN_bn2hex(bn) : NULL;
@@ -421,14 +441,15 @@ static void root_certs(struct sbuf *b, struct daemon *d)
 static void cert_entry(const struct leaf *leaf, enum leaf_state st, void *arg)
 {
 	struct cert_walk *w = arg;
-	struct obj o = { w->b, 0 };
+	struct obj o = {w->b, 0};
 
 	/* One entry per identity (ztunnel's shape): the current leaf. */
 	if (st == LEAF_ROTATED)
 		return;
 	sbuf_puts(w->b, w->n++ ? ",{" : "{");
 	kstr(&o, "identity", leaf->identity);
-	kstr(&o, "state", st == LEAF_ACTIVE ? "Available" : "Unavailable: expired");
+	kstr(&o, "state",
+	     st == LEAF_ACTIVE ? "Available" : "Unavailable: expired");
 	key(&o, "certChain");
 	sbuf_putc(w->b, '[');
 	cert(w->b, leaf->cert, leaf->serial, leaf->not_before, leaf->not_after);
@@ -449,11 +470,12 @@ static int missing_cert(const struct workload *wl, void *arg)
 {
 	struct missing *m = arg;
 	char id[SPIFFE_ID_MAX];
-	struct obj o = { m->b, 0 };
+	struct obj o = {m->b, 0};
 
 	/* A valid identity is listed by the walk above once issued (the
 	 * control thread issues them when the config arrives). */
-	if (wl->protocol != WL_PROTO_HBONE || !workload_identity(wl, id, sizeof(id)))
+	if (wl->protocol != WL_PROTO_HBONE ||
+	    !workload_identity(wl, id, sizeof(id)))
 		return 0;
 	snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s",
 		 wl->trust_domain ? wl->trust_domain : "", wl->namespace,
@@ -471,9 +493,9 @@ static int missing_cert(const struct workload *wl, void *arg)
 
 void config_dump(struct daemon *d, const struct state *st, struct sbuf *b)
 {
-	struct cert_walk cw = { .b = b, .d = d, .now = time(NULL) };
-	struct missing m = { .b = b, .cw = &cw, .d = d };
-	struct obj o = { b, 0 };
+	struct cert_walk cw = {.b = b, .d = d, .now = time(NULL)};
+	struct missing m = {.b = b, .cw = &cw, .d = d};
+	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
 	key(&o, "workloads");
@@ -505,7 +527,7 @@ void config_dump(struct daemon *d, const struct state *st, struct sbuf *b)
 	sbuf_putc(b, '[');
 	for (size_t i = 0; i < st->n_peer_auths; i++) {
 		const struct peer_auth *pa = &st->peer_auths[i];
-		struct obj po = { b, 0 };
+		struct obj po = {b, 0};
 
 		sbuf_puts(b, i ? ",{" : "{");
 		kstr(&po, "name", pa->name);
@@ -523,7 +545,7 @@ void config_dump(struct daemon *d, const struct state *st, struct sbuf *b)
 	sbuf_putc(b, ']');
 	key(&o, "config");
 	{
-		struct obj c = { b, 0 };
+		struct obj c = {b, 0};
 
 		sbuf_putc(b, '{');
 		kstr(&c, "node", d->node);
@@ -553,11 +575,12 @@ static int check_one(const struct workload *wl, void *arg)
 		return 0;
 	err = workload_identity(wl, id, sizeof(id));
 	if (err) {
-		snprintf(c->why, c->len,
-			 "no certificate for workload %s/%s: serviceAccount '%s' "
-			 "and namespace do not form a valid SPIFFE identity",
-			 wl->namespace, wl->name ? wl->name : "?",
-			 wl->service_account ? wl->service_account : "");
+		snprintf(
+		    c->why, c->len,
+		    "no certificate for workload %s/%s: serviceAccount '%s' "
+		    "and namespace do not form a valid SPIFFE identity",
+		    wl->namespace, wl->name ? wl->name : "?",
+		    wl->service_account ? wl->service_account : "");
 		c->err = err;
 		return 1;
 	}
@@ -577,7 +600,7 @@ static int check_one(const struct workload *wl, void *arg)
 int config_check_certificates(struct daemon *d, const struct state *st,
 			      char *why, size_t len)
 {
-	struct cert_check c = { .d = d, .why = why, .len = len };
+	struct cert_check c = {.d = d, .why = why, .len = len};
 
 	state_workloads_on_node(st, d->node, check_one, &c);
 	return c.err;

@@ -15,7 +15,7 @@
 
 static int wait_fd(int fd, short ev, int timeout_ms)
 {
-	struct pollfd p = { .fd = fd, .events = ev };
+	struct pollfd p = {.fd = fd, .events = ev};
 	int n;
 
 	do
@@ -27,10 +27,10 @@ static int wait_fd(int fd, short ev, int timeout_ms)
 }
 
 int http_fetch(const char *ip, uint16_t port, const char *method,
-	       const char *path, int timeout_ms, int *status,
-	       struct sbuf *body)
+	       const char *path, int timeout_ms, int *status, struct sbuf *body)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
 	struct sbuf in;
 	char req[1024], *hend, *p;
 	int fd, err = 0, n;
@@ -40,7 +40,8 @@ int http_fetch(const char *ip, uint16_t port, const char *method,
 
 	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
 		return -EINVAL;
-	n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: %s:%u\r\n"
+	n = snprintf(req, sizeof(req),
+		     "%s %s HTTP/1.1\r\nHost: %s:%u\r\n"
 		     "Content-Length: 0\r\nConnection: close\r\n\r\n",
 		     method, path, ip, port);
 	if (n < 0 || (size_t)n >= sizeof(req))
@@ -54,13 +55,15 @@ int http_fetch(const char *ip, uint16_t port, const char *method,
 			goto out_fd;
 		}
 		err = wait_fd(fd, POLLOUT, timeout_ms);
-		if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &n, &sl) == 0 && n)
+		if (!err &&
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &n, &sl) == 0 && n)
 			err = -n;
 		if (err)
 			goto out_fd;
 	}
 	while (off < (size_t)strlen(req)) {
-		ssize_t w = send(fd, req + off, strlen(req) - off, MSG_NOSIGNAL);
+		ssize_t w =
+		    send(fd, req + off, strlen(req) - off, MSG_NOSIGNAL);
 
 		if (w < 0 && errno == EAGAIN) {
 			err = wait_fd(fd, POLLOUT, timeout_ms);

@@ -30,7 +30,7 @@
 #include "log.h"
 #include "loop.h"
 
-#define LINGER_MS 2000
+#define LINGER_MS  2000
 #define READ_CHUNK 4096
 /* Content-Length cannot exceed this even when max_request is larger. */
 #define MAX_BODY (1u << 20)
@@ -43,9 +43,9 @@ struct hconn {
 	struct loop_io io;
 	struct loop_timer timer;
 	enum hc_state state;
-	char *in;	  /* max_request + 1 bytes (room for a NUL) */
+	char *in; /* max_request + 1 bytes (room for a NUL) */
 	size_t in_len;
-	struct sbuf out;  /* the response being written */
+	struct sbuf out; /* the response being written */
 	size_t out_off;
 	bool close_after; /* after `out` is written */
 };
@@ -58,8 +58,7 @@ struct httpd {
 	size_t n_conns;
 };
 
-static const char *const state_names[] = { "read", "write", "linger",
-					   "closed" };
+static const char *const state_names[] = {"read", "write", "linger", "closed"};
 
 static void set_state(struct hconn *c, enum hc_state to)
 {
@@ -80,8 +79,8 @@ static void set_state(struct hconn *c, enum hc_state to)
 		legal = false;
 	}
 	if (!legal)
-		log_error("httpd: illegal transition %s -> %s", state_names[from],
-			  state_names[to]);
+		log_error("httpd: illegal transition %s -> %s",
+			  state_names[from], state_names[to]);
 	assert(legal);
 	c->state = to;
 }
@@ -89,21 +88,36 @@ static void set_state(struct hconn *c, enum hc_state to)
 const char *http_reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 411: return "Length Required";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 503: return "Service Unavailable";
-	case 505: return "HTTP Version Not Supported";
-	default: return "";
+	case 200:
+		return "OK";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 411:
+		return "Length Required";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "";
 	}
 }
 
@@ -199,8 +213,9 @@ int http_query_param(const struct http_req *req, const char *name, char *buf,
 		size_t klen = eq ? (size_t)(eq - p) : plen;
 
 		if (klen == nlen && memcmp(p, name, nlen) == 0) {
-			int err = eq ? url_decode(eq + 1, plen - klen - 1, buf, len) :
-				       url_decode("", 0, buf, len);
+			int err =
+			    eq ? url_decode(eq + 1, plen - klen - 1, buf, len)
+			       : url_decode("", 0, buf, len);
 
 			if (err && len)
 				buf[0] = '\0';
@@ -262,10 +277,9 @@ static const struct {
 	const char *name;
 	enum http_method m;
 } methods[] = {
-	{ "GET", HTTP_GET },	   { "HEAD", HTTP_HEAD },
-	{ "POST", HTTP_POST },	   { "PUT", HTTP_PUT },
-	{ "DELETE", HTTP_DELETE }, { "OPTIONS", HTTP_OPTIONS },
-	{ "PATCH", HTTP_PATCH },
+    {"GET", HTTP_GET},	   {"HEAD", HTTP_HEAD},	    {"POST", HTTP_POST},
+    {"PUT", HTTP_PUT},	   {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
+    {"PATCH", HTTP_PATCH},
 };
 
 /* Render rsp into c->out (status line, headers, body unless HEAD). */
@@ -282,7 +296,8 @@ static void queue_response(struct hconn *c, struct http_rsp *rsp, bool head)
 	}
 	sbuf_reset(o);
 	c->out_off = 0;
-	sbuf_printf(o, "HTTP/1.1 %d %s\r\n", rsp->status, http_reason(rsp->status));
+	sbuf_printf(o, "HTTP/1.1 %d %s\r\n", rsp->status,
+		    http_reason(rsp->status));
 	sbuf_printf(o, "Content-Type: %s\r\nContent-Length: %zu\r\n",
 		    rsp->type ? rsp->type : "text/plain; charset=utf-8",
 		    rsp->body.len);
@@ -450,9 +465,11 @@ static int process(struct hconn *c)
 			queue_error(c, 431, "request head too large");
 			goto queued;
 		}
-		/* A first line that cannot be HTTP: no need to wait for more. */
+		/* A first line that cannot be HTTP: no need to wait for more.
+		 */
 		for (size_t i = 0; i < c->in_len && c->in[i] != '\n'; i++)
-			if ((unsigned char)c->in[i] < 0x20 && c->in[i] != '\r') {
+			if ((unsigned char)c->in[i] < 0x20 &&
+			    c->in[i] != '\r') {
 				queue_error(c, 400, "malformed request line");
 				goto queued;
 			}
@@ -486,8 +503,8 @@ static int process(struct hconn *c)
 			queue_error(c, 400, "malformed method");
 			goto queued;
 		}
-	if (strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)sp2[8]) ||
-	    sp2[9]) {
+	if (strncmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
+	    !isdigit((unsigned char)sp2[8]) || sp2[9]) {
 		if (strncmp(sp2 + 1, "HTTP/", 5) == 0)
 			queue_error(c, 505, "only HTTP/1.x is served here");
 		else
@@ -526,8 +543,8 @@ static int process(struct hconn *c)
 		err = parse_header(line, end, &req);
 		if (err) {
 			queue_error(c, err == -E2BIG ? 431 : 400,
-				    err == -E2BIG ? "too many header fields" :
-						    "malformed header field");
+				    err == -E2BIG ? "too many header fields"
+						  : "malformed header field");
 			goto queued;
 		}
 	}
@@ -536,7 +553,9 @@ static int process(struct hconn *c)
 		goto queued;
 	}
 	if (http_req_header(&req, "Transfer-Encoding")) {
-		queue_error(c, 501, "Transfer-Encoding is not supported; send Content-Length");
+		queue_error(
+		    c, 501,
+		    "Transfer-Encoding is not supported; send Content-Length");
 		goto queued;
 	}
 	for (size_t i = 0; i < req.n_headers; i++) {
@@ -570,16 +589,19 @@ static int process(struct hconn *c)
 		consumed = hend + clen;
 
 		v = http_req_header(&req, "Connection");
-		keep = req.minor >= 1 ? !(v && strcasecmp(v, "close") == 0) :
-					(v && strcasecmp(v, "keep-alive") == 0);
+		keep = req.minor >= 1 ? !(v && strcasecmp(v, "close") == 0)
+				      : (v && strcasecmp(v, "keep-alive") == 0);
 		rsp_init(&rsp, h->o.max_response);
 		route = find_route(h, req.path);
-		if (req.method == HTTP_HEAD && route && (route->methods & HTTP_GET))
+		if (req.method == HTTP_HEAD && route &&
+		    (route->methods & HTTP_GET))
 			head = true;
 		if (!route) {
-			http_rsp_text(&rsp, 404, "no such path: %.200s", req.path);
+			http_rsp_text(&rsp, 404, "no such path: %.200s",
+				      req.path);
 		} else if (!(req.method & route->methods) && !head) {
-			http_rsp_text(&rsp, 405, "method %.16s not allowed here",
+			http_rsp_text(&rsp, 405,
+				      "method %.16s not allowed here",
 				      req.method_name);
 			allow_header(&rsp, route->methods);
 		} else {
@@ -667,7 +689,8 @@ static void conn_read(struct hconn *c)
 	for (;;) {
 		char sink[READ_CHUNK];
 		size_t room = h->o.max_request - c->in_len;
-		char *dst = c->state == HC_LINGER || !room ? sink : c->in + c->in_len;
+		char *dst =
+		    c->state == HC_LINGER || !room ? sink : c->in + c->in_len;
 		size_t want = dst == sink ? sizeof(sink) : room;
 		ssize_t n;
 
@@ -726,7 +749,8 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 	struct httpd *h = io->arg;
 
 	for (int i = 0; i < 16; i++) {
-		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd =
+		    accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct hconn *c;
 
 		if (fd < 0) {
@@ -736,8 +760,9 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 			return;
 		}
 		if (h->n_conns >= h->o.max_conns) {
-			log_debug("httpd %s: %zu connections open; refusing one",
-				  h->o.name, h->n_conns);
+			log_debug(
+			    "httpd %s: %zu connections open; refusing one",
+			    h->o.name, h->n_conns);
 			close(fd);
 			continue;
 		}
@@ -768,7 +793,8 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 
 int httpd_listen(const char *addr, uint16_t port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
 	int one = 1, fd, err;
 
 	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
@@ -777,7 +803,8 @@ int httpd_listen(const char *addr, uint16_t port)
 	if (fd < 0)
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, 64) < 0) {
 		err = -errno;
 		close(fd);
 		return err;

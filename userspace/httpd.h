@@ -46,10 +46,10 @@ enum http_method {
 	HTTP_PATCH = 1 << 6,
 };
 
-#define HTTPD_MAX_HEADERS 64
+#define HTTPD_MAX_HEADERS	  64
 #define HTTPD_DEFAULT_MAX_REQUEST 8192
-#define HTTPD_DEFAULT_MAX_CONNS 64
-#define HTTPD_DEFAULT_IDLE_MS 30000
+#define HTTPD_DEFAULT_MAX_CONNS	  64
+#define HTTPD_DEFAULT_IDLE_MS	  30000
 
 /* A parsed request; every string is NUL-terminated and valid only during
  * the handler call. */
@@ -62,7 +62,7 @@ struct http_req {
 	const char *body;  /* Content-Length bytes (NUL-terminated), or "" */
 	size_t body_len;
 	struct {
-		const char *name; /* as sent */
+		const char *name;  /* as sent */
 		const char *value; /* surrounding blanks trimmed */
 	} headers[HTTPD_MAX_HEADERS];
 	size_t n_headers;
@@ -70,25 +70,26 @@ struct http_req {
 
 /* A response under construction; the handler fills it. */
 struct http_rsp {
-	int status;	   /* default 200 */
-	const char *type;  /* Content-Type; default text/plain; charset=utf-8 */
-	char extra[256];   /* more header lines, each ending in \r\n */
+	int status;	  /* default 200 */
+	const char *type; /* Content-Type; default text/plain; charset=utf-8 */
+	char extra[256];  /* more header lines, each ending in \r\n */
 	struct sbuf body;
-	bool close;	   /* close the connection after this response */
+	bool close; /* close the connection after this response */
 };
 
 typedef void (*httpd_handler)(void *arg, const struct http_req *req,
 			      struct http_rsp *rsp);
 
 struct httpd_route {
-	const char *path;  /* exact match; NULL ends the table */
-	unsigned methods;  /* enum http_method bits; GET implies HEAD */
+	const char *path; /* exact match; NULL ends the table */
+	unsigned methods; /* enum http_method bits; GET implies HEAD */
 	httpd_handler fn;
 };
 
 struct httpd_opts {
-	const struct httpd_route *routes; /* borrowed, must outlive the server */
-	void *arg;			  /* passed to every handler */
+	const struct httpd_route
+	    *routes;	     /* borrowed, must outlive the server */
+	void *arg;	     /* passed to every handler */
 	size_t max_request;  /* head + body; 0: HTTPD_DEFAULT_MAX_REQUEST */
 	unsigned max_conns;  /* 0: HTTPD_DEFAULT_MAX_CONNS */
 	uint32_t idle_ms;    /* 0: HTTPD_DEFAULT_IDLE_MS */
@@ -121,7 +122,7 @@ void http_rsp_status(struct http_rsp *r, int status, const char *type);
 void http_rsp_header(struct http_rsp *r, const char *name, const char *value);
 /* Shorthand: status, text/plain, and a one-line body from fmt. */
 void http_rsp_text(struct http_rsp *r, int status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Query parameter `name` of req, percent-decoded ('+' is a space) into

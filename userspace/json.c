@@ -26,7 +26,8 @@ static int fail(struct parser *ps, const char *what)
 
 static void ws(struct parser *ps)
 {
-	while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r')
+	while (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' ||
+	       *ps->p == '\r')
 		ps->p++;
 }
 
@@ -104,7 +105,8 @@ static char *string(struct parser *ps)
 		if (c < 0x20) {
 			ps->p = q;
 			free(o);
-			fail(ps, c ? "control character in string" : "unterminated string");
+			fail(ps, c ? "control character in string"
+				   : "unterminated string");
 			return NULL;
 		}
 		if (c != '\\') {
@@ -114,14 +116,26 @@ static char *string(struct parser *ps)
 		}
 		q++;
 		switch (*q) {
-		case '"': case '\\': case '/':
+		case '"':
+		case '\\':
+		case '/':
 			o[n++] = *q;
 			break;
-		case 'b': o[n++] = '\b'; break;
-		case 'f': o[n++] = '\f'; break;
-		case 'n': o[n++] = '\n'; break;
-		case 'r': o[n++] = '\r'; break;
-		case 't': o[n++] = '\t'; break;
+		case 'b':
+			o[n++] = '\b';
+			break;
+		case 'f':
+			o[n++] = '\f';
+			break;
+		case 'n':
+			o[n++] = '\n';
+			break;
+		case 'r':
+			o[n++] = '\r';
+			break;
+		case 't':
+			o[n++] = '\t';
+			break;
 		case 'u': {
 			unsigned cp, lo;
 
@@ -129,10 +143,12 @@ static char *string(struct parser *ps)
 				goto bad;
 			q += 4;
 			if (cp >= 0xd800 && cp < 0xdc00) {
-				if (q[1] != '\\' || q[2] != 'u' || hex4(q + 3, &lo) ||
-				    lo < 0xdc00 || lo >= 0xe000)
+				if (q[1] != '\\' || q[2] != 'u' ||
+				    hex4(q + 3, &lo) || lo < 0xdc00 ||
+				    lo >= 0xe000)
 					goto bad;
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				cp = 0x10000 + ((cp - 0xd800) << 10) +
+				     (lo - 0xdc00);
 				q += 6;
 			} else if (cp >= 0xdc00 && cp < 0xe000) {
 				goto bad;
@@ -228,7 +244,8 @@ static int container(struct parser *ps, struct json *j, int depth)
 			ps->p++;
 			return 0;
 		}
-		return fail(ps, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+		return fail(ps, obj ? "expected ',' or '}'"
+				    : "expected ',' or ']'");
 	}
 }
 
@@ -330,7 +347,7 @@ void json_free(struct json *j)
 
 int json_parse(const char *text, struct json **out, char *err, size_t errlen)
 {
-	struct parser ps = { .s = text, .p = text, .err = err, .errlen = errlen };
+	struct parser ps = {.s = text, .p = text, .err = err, .errlen = errlen};
 	struct json *j = calloc(1, sizeof(*j));
 
 	if (!j)

@@ -19,7 +19,7 @@ struct json {
 	enum json_type type;
 	bool b;
 	double num;
-	char *str;	    /* JSON_STR: the value; JSON_NUM: the number's text */
+	char *str; /* JSON_STR: the value; JSON_NUM: the number's text */
 	struct json *items; /* JSON_ARR elements / JSON_OBJ values */
 	char **keys;	    /* JSON_OBJ keys, parallel to items */
 	size_t n;

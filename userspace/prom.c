@@ -8,10 +8,10 @@
 #include <string.h>
 
 static const char *const type_names[] = {
-	[PROM_COUNTER] = "counter",
-	[PROM_GAUGE] = "gauge",
-	[PROM_HISTOGRAM] = "histogram",
-	[PROM_UNTYPED] = "untyped",
+    [PROM_COUNTER] = "counter",
+    [PROM_GAUGE] = "gauge",
+    [PROM_HISTOGRAM] = "histogram",
+    [PROM_UNTYPED] = "untyped",
 };
 
 void prom_family(struct sbuf *b, const char *name, enum prom_type type,
@@ -27,7 +27,8 @@ void prom_family(struct sbuf *b, const char *name, enum prom_type type,
 			sbuf_putc(b, *s);
 	}
 	sbuf_printf(b, "\n# TYPE %s %s\n", name,
-		    (unsigned)type <= PROM_UNTYPED ? type_names[type] : "untyped");
+		    (unsigned)type <= PROM_UNTYPED ? type_names[type]
+						   : "untyped");
 }
 
 void prom_escape_value(struct sbuf *b, const char *v)

@@ -18,7 +18,7 @@ struct sbuf {
 	char *p;
 	size_t len;
 	size_t cap;
-	size_t max; /* 0: SBUF_DEFAULT_MAX */
+	size_t max;  /* 0: SBUF_DEFAULT_MAX */
 	bool failed; /* an append was dropped (over max or out of memory) */
 };
 
@@ -37,7 +37,7 @@ void sbuf_put(struct sbuf *b, const void *p, size_t n);
 void sbuf_puts(struct sbuf *b, const char *s);
 void sbuf_putc(struct sbuf *b, char c);
 void sbuf_printf(struct sbuf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap);
 
 /*

@@ -25,24 +25,24 @@
 #include "worker.h"
 
 #define INDEX_SLOTS (2 * TEL_MAX_SERIES) /* power of two */
-#define LABELS_MAX 8192
+#define LABELS_MAX  8192
 
 static const char *const flag_names[AMB_F__COUNT] = {
-	[AMB_F_NONE] = "-",
-	[AMB_F_DENY] = "DENY",
-	[AMB_F_CONNECT] = "CONNECT",
-	[AMB_F_TIMEOUT] = "TIMEOUT",
-	[AMB_F_TLS] = "TLS",
-	[AMB_F_NO_IDENTITY] = "NO_IDENTITY",
-	[AMB_F_NO_WORKLOAD] = "NO_WORKLOAD",
-	[AMB_F_BAD_REQUEST] = "BAD_REQUEST",
-	[AMB_F_PROTOCOL] = "PROTOCOL",
-	[AMB_F_DOWNSTREAM_RESET] = "DOWNSTREAM_RESET",
-	[AMB_F_UPSTREAM_RESET] = "UPSTREAM_RESET",
-	[AMB_F_IO_ERROR] = "IO_ERROR",
-	[AMB_F_DRAIN] = "DRAIN",
-	[AMB_F_ABORTED] = "ABORTED",
-	[AMB_F_INTERNAL] = "INTERNAL",
+    [AMB_F_NONE] = "-",
+    [AMB_F_DENY] = "DENY",
+    [AMB_F_CONNECT] = "CONNECT",
+    [AMB_F_TIMEOUT] = "TIMEOUT",
+    [AMB_F_TLS] = "TLS",
+    [AMB_F_NO_IDENTITY] = "NO_IDENTITY",
+    [AMB_F_NO_WORKLOAD] = "NO_WORKLOAD",
+    [AMB_F_BAD_REQUEST] = "BAD_REQUEST",
+    [AMB_F_PROTOCOL] = "PROTOCOL",
+    [AMB_F_DOWNSTREAM_RESET] = "DOWNSTREAM_RESET",
+    [AMB_F_UPSTREAM_RESET] = "UPSTREAM_RESET",
+    [AMB_F_IO_ERROR] = "IO_ERROR",
+    [AMB_F_DRAIN] = "DRAIN",
+    [AMB_F_ABORTED] = "ABORTED",
+    [AMB_F_INTERNAL] = "INTERNAL",
 };
 
 const char *amb_flag_name(enum amb_flag f)
@@ -126,10 +126,13 @@ static void lb_label(struct lbuf *b, const char *name, const char *v)
 		b->overflow = true;
 		return;
 	}
-	b->len += (size_t)sprintf(b->p + b->len, "%s%s=\"", b->len ? "," : "", name);
+	b->len +=
+	    (size_t)sprintf(b->p + b->len, "%s%s=\"", b->len ? "," : "", name);
 	for (; *v; v++) {
-		const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" :
-				  *v == '\n' ? "\\n" : NULL;
+		const char *esc = *v == '\\'   ? "\\\\"
+				  : *v == '"'  ? "\\\""
+				  : *v == '\n' ? "\\n"
+					       : NULL;
 		size_t n = esc ? 2 : 1;
 
 		if (b->len + n + 2 >= sizeof(b->p)) {
@@ -149,7 +152,7 @@ static void lb_label(struct lbuf *b, const char *name, const char *v)
 /* The label values of one side (workload or unknown). */
 struct side {
 	const char *workload, *canonical, *revision, *ns, *principal, *app,
-		*version, *cluster;
+	    *version, *cluster;
 };
 
 static void side_of(const struct workload *wl, const char *principal,
@@ -175,10 +178,11 @@ static void side_of(const struct workload *wl, const char *principal,
  * the destination workload that exposes the port it was reached on.
  */
 static const struct service *dest_service(const struct state *st,
-					   const struct sockaddr_in *dst,
-					   const struct workload *wl)
+					  const struct sockaddr_in *dst,
+					  const struct workload *wl)
 {
-	const struct service *svc = state_service_by_vip(st, dst->sin_addr.s_addr);
+	const struct service *svc =
+	    state_service_by_vip(st, dst->sin_addr.s_addr);
 	uint16_t port = ntohs(dst->sin_port);
 
 	if (svc || !wl)
@@ -230,7 +234,8 @@ static struct tel_series *series_get(struct tel_worker *t, const char *labels,
 		uint32_t id = t->index[slot] - 1;
 
 		s = &t->chunks[id / TEL_CHUNK][id % TEL_CHUNK];
-		if (s->hash == h && s->mtls == mtls && strcmp(s->labels, labels) == 0)
+		if (s->hash == h && s->mtls == mtls &&
+		    strcmp(s->labels, labels) == 0)
 			return s;
 	}
 	n = atomic_load_explicit(&t->n_series, memory_order_relaxed);
@@ -245,7 +250,8 @@ static struct tel_series *series_get(struct tel_worker *t, const char *labels,
 	}
 	s = &chunk[n % TEL_CHUNK];
 	for (int i = 0; i < 7; i++)
-		strs_len += strlen(vals[i] && *vals[i] ? vals[i] : "unknown") + 1;
+		strs_len +=
+		    strlen(vals[i] && *vals[i] ? vals[i] : "unknown") + 1;
 	s->labels = strdup(labels);
 	s->strs = malloc(strs_len);
 	if (!s->labels || !s->strs) {
@@ -297,7 +303,8 @@ static struct tel_series *series_for(struct worker *w, bool rdst,
 	lb_label(b, "source_version", src.version);
 	lb_label(b, "source_cluster", src.cluster);
 	lb_label(b, "destination_service", svc ? svc->hostname : NULL);
-	lb_label(b, "destination_service_namespace", svc ? svc->namespace : NULL);
+	lb_label(b, "destination_service_namespace",
+		 svc ? svc->namespace : NULL);
 	lb_label(b, "destination_service_name", svc ? svc->name : NULL);
 	lb_label(b, "destination_workload", dst.workload);
 	lb_label(b, "destination_canonical_service", dst.canonical);
@@ -404,25 +411,29 @@ static void log_one(struct conn *c, const struct tel_series *s, bool outbound,
 		    uint64_t dur, const char *error)
 {
 	const struct state *st = c->w->state;
-	const struct workload *swl = state_workload_by_ip(st, c->src.sin_addr.s_addr);
-	const struct workload *dwl = state_workload_by_ip(st, c->dst.sin_addr.s_addr);
+	const struct workload *swl =
+	    state_workload_by_ip(st, c->src.sin_addr.s_addr);
+	const struct workload *dwl =
+	    state_workload_by_ip(st, c->dst.sin_addr.s_addr);
 	struct sockaddr_in tunnel = c->dst;
 	struct access_rec r = {
-		.outbound = outbound,
-		.src = &c->src,
-		.dst = &c->dst,
-		.src_workload = swl && swl->name ? swl->name : known(s->src_workload),
-		.src_namespace = swl ? swl->namespace : known(s->src_namespace),
-		.src_identity = s->mtls ? known(s->src_principal) : NULL,
-		.dst_service = known(s->dst_service),
-		.dst_workload = dwl && dwl->name ? dwl->name : known(s->dst_workload),
-		.dst_namespace = dwl ? dwl->namespace : known(s->dst_namespace),
-		.dst_identity = s->mtls ? known(s->dst_principal) : NULL,
-		.bytes_sent = up,
-		.bytes_recv = down,
-		.duration_ms = dur,
-		.response_flags = amb_flag_name(flag),
-		.error = error,
+	    .outbound = outbound,
+	    .src = &c->src,
+	    .dst = &c->dst,
+	    .src_workload =
+		swl && swl->name ? swl->name : known(s->src_workload),
+	    .src_namespace = swl ? swl->namespace : known(s->src_namespace),
+	    .src_identity = s->mtls ? known(s->src_principal) : NULL,
+	    .dst_service = known(s->dst_service),
+	    .dst_workload =
+		dwl && dwl->name ? dwl->name : known(s->dst_workload),
+	    .dst_namespace = dwl ? dwl->namespace : known(s->dst_namespace),
+	    .dst_identity = s->mtls ? known(s->dst_principal) : NULL,
+	    .bytes_sent = up,
+	    .bytes_recv = down,
+	    .duration_ms = dur,
+	    .response_flags = amb_flag_name(flag),
+	    .error = error,
 	};
 
 	if (c->tel.hbone) {
@@ -461,7 +472,8 @@ static void record(struct conn *c, enum amb_flag flag, uint64_t up,
 
 		if (!s)
 			continue;
-		atomic_fetch_add_explicit(&s->closed[flag], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->closed[flag], 1,
+					  memory_order_relaxed);
 		atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
 		log_one(c, s, i == 0, flag, up, down, dur, error);
 	}
@@ -535,28 +547,36 @@ static void dump_live(struct worker *w, struct sbuf *b)
 	int n = 0;
 
 	for (struct conn_tel *ct = w->tel->live; ct; ct = ct->next) {
-		struct conn *c = (struct conn *)((char *)ct - offsetof(struct conn, tel));
-		const struct tel_series *s = ct->series[0] ? ct->series[0] : ct->series[1];
+		struct conn *c =
+		    (struct conn *)((char *)ct - offsetof(struct conn, tel));
+		const struct tel_series *s =
+		    ct->series[0] ? ct->series[0] : ct->series[1];
 		uint64_t up = 0, down = 0;
 		char a[32], d[32];
 
 		if (c->relay)
 			relay_get_counts(c->relay, &up, &down);
-		sbuf_printf(b, "%s{\"worker\":%d,\"src\":\"%s\",\"dst\":\"%s\","
-			       "\"direction\":\"%s\",\"route\":\"%s\",\"hbone\":%s,"
-			       "\"state\":\"%s\",\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
-			       "\"duration_ms\":%llu,\"security\":\"%s\"",
-			    n++ ? "," : "", w->id, ip_str(&c->src, a), ip_str(&c->dst, d),
-			    ct->series[0] && ct->series[1] ? "local" :
-			    ct->series[1] ? "inbound" : "outbound",
-			    route_name(c->route), ct->hbone ? "true" : "false",
-			    !c->relay ? "connecting" :
-			    relay_get_state(c->relay) == RELAY_CONNECTING ? "connecting" :
-			    relay_get_state(c->relay) == RELAY_HALF_CLOSED ? "half_closed" :
-			    "open", (unsigned long long)up,
-			    (unsigned long long)down,
-			    (unsigned long long)(now - ct->start_ms),
-			    s && s->mtls ? "mutual_tls" : "unknown");
+		sbuf_printf(
+		    b,
+		    "%s{\"worker\":%d,\"src\":\"%s\",\"dst\":\"%s\","
+		    "\"direction\":\"%s\",\"route\":\"%s\",\"hbone\":%s,"
+		    "\"state\":\"%s\",\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
+		    "\"duration_ms\":%llu,\"security\":\"%s\"",
+		    n++ ? "," : "", w->id, ip_str(&c->src, a),
+		    ip_str(&c->dst, d),
+		    ct->series[0] && ct->series[1] ? "local"
+		    : ct->series[1]		   ? "inbound"
+						   : "outbound",
+		    route_name(c->route), ct->hbone ? "true" : "false",
+		    !c->relay ? "connecting"
+		    : relay_get_state(c->relay) == RELAY_CONNECTING
+			? "connecting"
+		    : relay_get_state(c->relay) == RELAY_HALF_CLOSED
+			? "half_closed"
+			: "open",
+		    (unsigned long long)up, (unsigned long long)down,
+		    (unsigned long long)(now - ct->start_ms),
+		    s && s->mtls ? "mutual_tls" : "unknown");
 		if (s) {
 			sbuf_puts(b, ",\"src_workload\":");
 			sbuf_json_str(b, s->src_workload);
@@ -577,19 +597,36 @@ static void dump_live(struct worker *w, struct sbuf *b)
 	}
 }
 
-/* Abort every live relay, recording it as DRAIN. */
+/*
+ * Abort every live relay, recording it as DRAIN. Aborting one relay can end
+ * others (streams of the same HBONE connection) and free their conns, so
+ * the walk starts over from the head each time instead of keeping a next
+ * pointer; ended connections have left the list.
+ */
 static void cut_live(struct worker *w)
 {
-	struct conn_tel *ct, *next;
+	size_t budget = 0;
 
-	for (ct = w->tel->live; ct; ct = next) {
-		struct conn *c = (struct conn *)((char *)ct - offsetof(struct conn, tel));
+	for (struct conn_tel *ct = w->tel->live; ct; ct = ct->next)
+		budget++;
+	while (budget--) {
+		struct conn *victim = NULL;
 
-		next = ct->next;
-		if (!c->relay)
-			continue; /* still connecting: ends with the process */
-		conn_tel_flag(c, AMB_F_DRAIN, "drain deadline reached");
-		relay_abort(c->relay); /* conn_done() records and frees c */
+		for (struct conn_tel *ct = w->tel->live; ct && !victim;
+		     ct = ct->next) {
+			struct conn *c =
+			    (struct conn *)((char *)ct -
+					    offsetof(struct conn, tel));
+
+			if (c->relay) /* still connecting: ends with the process
+				       */
+				victim = c;
+		}
+		if (!victim)
+			break;
+		conn_tel_flag(victim, AMB_F_DRAIN, "drain deadline reached");
+		relay_abort(
+		    victim->relay); /* conn_done() records and frees it */
 	}
 }
 
@@ -649,8 +686,9 @@ int tel_ask_workers(struct daemon *d, enum tel_req req, int timeout_ms,
 	for (;;) {
 		answered = 0;
 		for (int i = 0; i < d->n_workers; i++)
-			answered += atomic_load_explicit(&d->workers[i]->tel->done_seq,
-							 memory_order_acquire) == seq;
+			answered +=
+			    atomic_load_explicit(&d->workers[i]->tel->done_seq,
+						 memory_order_acquire) == seq;
 		if (answered == d->n_workers || mono_ms() >= deadline)
 			break;
 		usleep(1000);
@@ -659,7 +697,8 @@ int tel_ask_workers(struct daemon *d, enum tel_req req, int timeout_ms,
 		struct tel_worker *t = d->workers[i]->tel;
 		char *a;
 
-		if (atomic_load_explicit(&t->done_seq, memory_order_acquire) != seq)
+		if (atomic_load_explicit(&t->done_seq, memory_order_acquire) !=
+		    seq)
 			continue;
 		a = atomic_exchange(&t->answer, NULL);
 		if (a && *a) {
@@ -687,12 +726,14 @@ static void agg_add(struct agg *a, const struct tel_series *s)
 	a->up += atomic_load_explicit(&s->bytes.up, memory_order_relaxed);
 	a->down += atomic_load_explicit(&s->bytes.down, memory_order_relaxed);
 	for (int f = 0; f < AMB_F__COUNT; f++)
-		a->closed[f] += atomic_load_explicit(&s->closed[f], memory_order_relaxed);
+		a->closed[f] +=
+		    atomic_load_explicit(&s->closed[f], memory_order_relaxed);
 }
 
 static void tail(char *buf, size_t len, enum amb_flag f, bool mtls)
 {
-	snprintf(buf, len, "response_flags=\"%s\",connection_security_policy=\"%s\"",
+	snprintf(buf, len,
+		 "response_flags=\"%s\",connection_security_policy=\"%s\"",
 		 amb_flag_name(f), mtls ? "mutual_tls" : "unknown");
 }
 
@@ -720,15 +761,19 @@ void tel_render_istio(struct daemon *d, struct sbuf *out)
 	/* Sum the same label set over the workers. */
 	for (int i = 0; i < d->n_workers; i++) {
 		struct tel_worker *tw = d->workers[i]->tel;
-		uint32_t n = atomic_load_explicit(&tw->n_series, memory_order_acquire);
+		uint32_t n =
+		    atomic_load_explicit(&tw->n_series, memory_order_acquire);
 
-		overflow += atomic_load_explicit(&tw->overflow, memory_order_relaxed);
+		overflow +=
+		    atomic_load_explicit(&tw->overflow, memory_order_relaxed);
 		for (uint32_t j = 0; j < n && n_agg < total; j++) {
-			const struct tel_series *s = &tw->chunks[j / TEL_CHUNK][j % TEL_CHUNK];
+			const struct tel_series *s =
+			    &tw->chunks[j / TEL_CHUNK][j % TEL_CHUNK];
 			size_t slot = s->hash & (slots - 1);
 
 			while (idx[slot]) {
-				const struct tel_series *r = aggs[idx[slot] - 1].rep;
+				const struct tel_series *r =
+				    aggs[idx[slot] - 1].rep;
 
 				if (r->hash == s->hash && r->mtls == s->mtls &&
 				    strcmp(r->labels, s->labels) == 0)
@@ -757,44 +802,52 @@ void tel_render_istio(struct daemon *d, struct sbuf *out)
 			if (!aggs[i].closed[f])
 				continue;
 			tail(t, sizeof(t), f, aggs[i].rep->mtls);
-			prom_sample_u64(out, "istio_tcp_connections_closed_total",
-					aggs[i].rep->labels, t, aggs[i].closed[f]);
+			prom_sample_u64(
+			    out, "istio_tcp_connections_closed_total",
+			    aggs[i].rep->labels, t, aggs[i].closed[f]);
 		}
-	prom_family(out, "istio_tcp_connections_failed_total", PROM_COUNTER,
-		    "The total number of TCP connections that ended with a response flag other than \"-\" (failed to connect, denied, reset, cut)");
+	prom_family(
+	    out, "istio_tcp_connections_failed_total", PROM_COUNTER,
+	    "The total number of TCP connections that ended with a response "
+	    "flag other than \"-\" (failed to connect, denied, reset, cut)");
 	for (size_t i = 0; i < n_agg; i++)
 		for (int f = 1; f < AMB_F__COUNT; f++) {
 			if (!aggs[i].closed[f])
 				continue;
 			tail(t, sizeof(t), f, aggs[i].rep->mtls);
-			prom_sample_u64(out, "istio_tcp_connections_failed_total",
-					aggs[i].rep->labels, t, aggs[i].closed[f]);
+			prom_sample_u64(
+			    out, "istio_tcp_connections_failed_total",
+			    aggs[i].rep->labels, t, aggs[i].closed[f]);
 		}
 	prom_family(out, "istio_tcp_received_bytes_total", PROM_COUNTER,
-		    "The size of total bytes received during request in case of a TCP connection");
+		    "The size of total bytes received during request in case "
+		    "of a TCP connection");
 	for (size_t i = 0; i < n_agg; i++) {
 		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
 		prom_sample_u64(out, "istio_tcp_received_bytes_total",
 				aggs[i].rep->labels, t, aggs[i].up);
 	}
 	prom_family(out, "istio_tcp_sent_bytes_total", PROM_COUNTER,
-		    "The size of total bytes sent during response in case of a TCP connection");
+		    "The size of total bytes sent during response in case of a "
+		    "TCP connection");
 	for (size_t i = 0; i < n_agg; i++) {
 		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
 		prom_sample_u64(out, "istio_tcp_sent_bytes_total",
 				aggs[i].rep->labels, t, aggs[i].down);
 	}
-	prom_family(out, "istio_tcp_sockets_open", PROM_GAUGE,
-		    "The number of TCP connections open now through this tunnel");
+	prom_family(
+	    out, "istio_tcp_sockets_open", PROM_GAUGE,
+	    "The number of TCP connections open now through this tunnel");
 	for (size_t i = 0; i < n_agg; i++) {
 		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
-		prom_sample_u64(out, "istio_tcp_sockets_open", aggs[i].rep->labels,
-				t, aggs[i].live);
+		prom_sample_u64(out, "istio_tcp_sockets_open",
+				aggs[i].rep->labels, t, aggs[i].live);
 	}
 	prom_family(out, "ambientd_metrics_series_overflow_total", PROM_COUNTER,
-		    "Connection reports not counted in the istio_tcp_* families because a worker's label-set table was full");
-	prom_sample_u64(out, "ambientd_metrics_series_overflow_total", NULL, NULL,
-			overflow);
+		    "Connection reports not counted in the istio_tcp_* "
+		    "families because a worker's label-set table was full");
+	prom_sample_u64(out, "ambientd_metrics_series_overflow_total", NULL,
+			NULL, overflow);
 	free(aggs);
 	free(idx);
 }

@@ -66,15 +66,15 @@ struct workload;
  * say more about failures ztunnel folds into those or leaves unlabelled.
  */
 enum amb_flag {
-	AMB_F_NONE = 0,		/* "-": completed normally (or still open) */
-	AMB_F_DENY,		/* authorization policy: here, or the peer's 401 */
-	AMB_F_CONNECT,		/* upstream refused/unreachable, or peer's 503 */
-	AMB_F_TIMEOUT,		/* connect, handshake or CONNECT timed out */
-	AMB_F_TLS,		/* mTLS handshake failed / wrong peer identity */
-	AMB_F_NO_IDENTITY,	/* source is no workload: nothing to present */
-	AMB_F_NO_WORKLOAD,	/* inbound: target is not a workload here */
-	AMB_F_BAD_REQUEST,	/* malformed CONNECT / authority (400) */
-	AMB_F_PROTOCOL,		/* HTTP/2 or unexpected CONNECT answer */
+	AMB_F_NONE = 0,	   /* "-": completed normally (or still open) */
+	AMB_F_DENY,	   /* authorization policy: here, or the peer's 401 */
+	AMB_F_CONNECT,	   /* upstream refused/unreachable, or peer's 503 */
+	AMB_F_TIMEOUT,	   /* connect, handshake or CONNECT timed out */
+	AMB_F_TLS,	   /* mTLS handshake failed / wrong peer identity */
+	AMB_F_NO_IDENTITY, /* source is no workload: nothing to present */
+	AMB_F_NO_WORKLOAD, /* inbound: target is not a workload here */
+	AMB_F_BAD_REQUEST, /* malformed CONNECT / authority (400) */
+	AMB_F_PROTOCOL,	   /* HTTP/2 or unexpected CONNECT answer */
 	AMB_F_DOWNSTREAM_RESET, /* the client reset the connection */
 	AMB_F_UPSTREAM_RESET,	/* the server (or peer tunnel) reset it */
 	AMB_F_IO_ERROR,		/* another socket error mid-connection */
@@ -90,7 +90,7 @@ enum amb_flag amb_flag_from_relay(int result, int err);
 enum amb_flag amb_flag_from_dial(int err);
 
 #define TEL_MAX_SERIES 4096 /* per worker */
-#define TEL_CHUNK 256
+#define TEL_CHUNK      256
 
 /* One label set's counters (see top). Written by its worker only. */
 struct tel_series {
@@ -99,7 +99,7 @@ struct tel_series {
 	_Atomic uint64_t live;
 	_Atomic uint64_t closed[AMB_F__COUNT];
 	uint32_t hash;
-	bool mtls;	/* connection_security_policy mutual_tls / unknown */
+	bool mtls; /* connection_security_policy mutual_tls / unknown */
 	bool reporter_dst;
 	/* Rendered `reporter="..",...,request_protocol="tcp"` (escaped). */
 	char *labels;
@@ -135,12 +135,12 @@ struct tel_worker {
 /* Per connection, embedded in struct conn. Zero-initialized = not begun. */
 struct conn_tel {
 	struct tel_series *series[2]; /* [0] reporter source, [1] destination */
-	struct conn_tel *prev, *next;	/* on tel_worker.live */
-	uint64_t start_ms;		/* CLOCK_MONOTONIC */
+	struct conn_tel *prev, *next; /* on tel_worker.live */
+	uint64_t start_ms;	      /* CLOCK_MONOTONIC */
 	time_t start_wall;
-	uint8_t state;	/* 0 not begun, 1 open, 2 recorded */
-	uint8_t flag;	/* enum amb_flag set by conn_tel_flag(), else NONE */
-	bool hbone;	/* carried over HBONE (dst.hbone_addr applies) */
+	uint8_t state; /* 0 not begun, 1 open, 2 recorded */
+	uint8_t flag;  /* enum amb_flag set by conn_tel_flag(), else NONE */
+	bool hbone;    /* carried over HBONE (dst.hbone_addr applies) */
 	const char *detail; /* static text for the access log's error */
 };
 

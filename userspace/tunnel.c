@@ -356,6 +356,7 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 	int err;
 
 	if (!o) {
+		conn_tel_fail(c, AMB_F_INTERNAL, ENOMEM, NULL);
 		reset_close(fd);
 		free(c);
 		return;

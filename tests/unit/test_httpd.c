@@ -52,10 +52,10 @@ static void h_big(void *arg, const struct http_req *req, struct http_rsp *rsp)
 }
 
 static const struct httpd_route routes[] = {
-	{ "/hello", HTTP_GET, h_hello },
-	{ "/echo", HTTP_GET | HTTP_POST, h_echo },
-	{ "/big", HTTP_GET, h_big },
-	{ NULL },
+    {"/hello", HTTP_GET, h_hello},
+    {"/echo", HTTP_GET | HTTP_POST, h_echo},
+    {"/big", HTTP_GET, h_big},
+    {NULL},
 };
 
 static void *loop_thread(void *arg)
@@ -66,8 +66,9 @@ static void *loop_thread(void *arg)
 
 static int dial(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	struct timeval tv = { .tv_sec = 3 };
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons(port)};
+	struct timeval tv = {.tv_sec = 3};
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -178,13 +179,14 @@ static void test_routing(void)
 
 	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 200 && strstr(r, "\r\n\r\nhello GET\n") &&
-		   strstr(r, "Content-Length: 10\r\n"),
+	       strstr(r, "Content-Length: 10\r\n"),
 	   "GET /hello: 200 with the handler's body and its length");
 	free(r);
 	r = roundtrip("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 404, "unknown path: 404");
 	free(r);
-	r = roundtrip("POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &n);
+	r = roundtrip(
+	    "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &n);
 	ok(status_of(r) == 405 && strstr(r, "Allow: GET, HEAD\r\n"),
 	   "POST on a GET route: 405 with Allow: GET, HEAD");
 	free(r);
@@ -193,17 +195,21 @@ static void test_routing(void)
 	free(r);
 	r = roundtrip("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 200 && strstr(r, "Content-Length: 10\r\n") &&
-		   strstr(r, "\r\n\r\n")[4] == '\0',
+	       strstr(r, "\r\n\r\n")[4] == '\0',
 	   "HEAD: GET's headers, no body");
 	free(r);
-	r = roundtrip("GET /echo?x=1&v=de%62ug+on HTTP/1.1\r\nHost: x\r\n\r\n", &n);
+	r = roundtrip("GET /echo?x=1&v=de%62ug+on HTTP/1.1\r\nHost: x\r\n\r\n",
+		      &n);
 	ok(strstr(r, "v=debug on err=0"), "query parameter percent-decoded");
 	free(r);
 	r = roundtrip("GET /echo?v=%zz HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(strstr(r, "err=-22"), "bad percent escape: -EINVAL to the handler");
 	free(r);
-	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde", &n);
-	ok(strstr(r, "body=5:abcde"), "POST body handed over by Content-Length");
+	r = roundtrip(
+	    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde",
+	    &n);
+	ok(strstr(r, "body=5:abcde"),
+	   "POST body handed over by Content-Length");
 	free(r);
 	r = roundtrip("GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 500 && strstr(r, "too large"),
@@ -215,9 +221,10 @@ static void test_keepalive_pipeline(void)
 {
 	char buf[8192];
 	int fd = dial(), before;
-	const char *two = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-			  "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-			  "GET /echo?v=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	const char *two =
+	    "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+	    "GET /echo?v=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 	size_t n;
 	char *all;
 
@@ -238,25 +245,30 @@ static void test_keepalive_pipeline(void)
 		char *b = a ? strstr(a, "HTTP/1.1 200") : NULL;
 		char *c = b ? strstr(b, "v=3") : NULL;
 
-		ok(a && b && c && !strstr(b, "hello GET") && strstr(all, "Connection: close"),
-		   "three pipelined requests answered in order, closed after the last");
+		ok(a && b && c && !strstr(b, "hello GET") &&
+		       strstr(all, "Connection: close"),
+		   "three pipelined requests answered in order, closed after "
+		   "the last");
 	}
 	free(all);
 	close(fd);
-	ok(atomic_load(&hits) == before + 2, "GET and HEAD ran the handler once each (%d)",
+	ok(atomic_load(&hits) == before + 2,
+	   "GET and HEAD ran the handler once each (%d)",
 	   atomic_load(&hits) - before);
 
 	/* HTTP/1.0 closes by default. */
 	fd = dial();
 	send_all(fd, "GET /hello HTTP/1.0\r\n\r\n", 23);
-	ok(read_response(fd, buf, sizeof(buf)) > 0 && status_of(buf) == 200 && is_eof(fd),
+	ok(read_response(fd, buf, sizeof(buf)) > 0 && status_of(buf) == 200 &&
+	       is_eof(fd),
 	   "HTTP/1.0 without keep-alive: answered, then closed");
 	close(fd);
 }
 
 static void test_partial(void)
 {
-	const char *req = "GET /echo?v=slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz";
+	const char *req = "GET /echo?v=slow HTTP/1.1\r\nHost: "
+			  "x\r\nContent-Length: 3\r\n\r\nxyz";
 	char buf[4096];
 	int fd = dial();
 
@@ -264,7 +276,8 @@ static void test_partial(void)
 		send_all(fd, p, 1);
 		usleep(2000);
 	}
-	ok(read_response(fd, buf, sizeof(buf)) > 0 && strstr(buf, "v=slow err=0 body=3:xyz"),
+	ok(read_response(fd, buf, sizeof(buf)) > 0 &&
+	       strstr(buf, "v=slow err=0 body=3:xyz"),
 	   "request arriving byte by byte");
 	close(fd);
 }
@@ -293,25 +306,31 @@ static void test_garbage(void)
 	ok(status_of(r) == 400, "absolute-form target: 400");
 	free(r);
 	r = roundtrip("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &n);
-	ok(status_of(r) == 400 || status_of(r) == 505, "HTTP/2 preface: refused (%d)",
-	   status_of(r));
+	ok(status_of(r) == 400 || status_of(r) == 505,
+	   "HTTP/2 preface: refused (%d)", status_of(r));
 	free(r);
 	r = roundtrip("GET /hello HTTP/1.1\r\n\r\n", &n);
 	ok(status_of(r) == 400, "HTTP/1.1 without Host: 400");
 	free(r);
-	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", &n);
+	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+		      &n);
 	ok(status_of(r) == 400, "space in a header name: 400");
 	free(r);
 	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", &n);
 	ok(status_of(r) == 400, "obsolete line folding: 400");
 	free(r);
-	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", &n);
+	r = roundtrip(
+	    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", &n);
 	ok(status_of(r) == 400, "malformed Content-Length: 400");
 	free(r);
-	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab", &n);
+	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+		      "2\r\nContent-Length: 3\r\n\r\nab",
+		      &n);
 	ok(status_of(r) == 400, "conflicting Content-Lengths: 400");
 	free(r);
-	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", &n);
+	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+		      "chunked\r\n\r\n0\r\n\r\n",
+		      &n);
 	ok(status_of(r) == 501, "chunked body: 501");
 	free(r);
 
@@ -324,18 +343,23 @@ static void test_garbage(void)
 	ok(status_of(r) == 431, "head over max_request: 431 (%.12s)", r);
 	free(r);
 	close(fd);
-	r = roundtrip("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", &n);
+	r = roundtrip(
+	    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+	    &n);
 	ok(status_of(r) == 413, "body that cannot fit: 413");
 	free(r);
 	{
 		char many[6000];
-		size_t o = (size_t)snprintf(many, sizeof(many), "GET /hello HTTP/1.1\r\nHost: x\r\n");
+		size_t o = (size_t)snprintf(
+		    many, sizeof(many), "GET /hello HTTP/1.1\r\nHost: x\r\n");
 
 		for (int i = 0; i < 70; i++)
-			o += (size_t)snprintf(many + o, sizeof(many) - o, "X-%d: 1\r\n", i);
+			o += (size_t)snprintf(many + o, sizeof(many) - o,
+					      "X-%d: 1\r\n", i);
 		snprintf(many + o, sizeof(many) - o, "\r\n");
 		r = roundtrip(many, &n);
-		ok(status_of(r) == 431, "more than %d header fields: 431", HTTPD_MAX_HEADERS);
+		ok(status_of(r) == 431, "more than %d header fields: 431",
+		   HTTPD_MAX_HEADERS);
 		free(r);
 	}
 	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &n);
@@ -350,7 +374,8 @@ static void test_limits(void)
 
 	usleep(50000);
 	c = dial();
-	ok(c >= 0 && is_eof(c), "connection over max_conns (2): closed at once");
+	ok(c >= 0 && is_eof(c),
+	   "connection over max_conns (2): closed at once");
 	close(c);
 	/* Idle connections go away after idle_ms (300 ms here). */
 	usleep(600000);
@@ -369,8 +394,10 @@ static void test_limits(void)
 
 int main(void)
 {
-	struct httpd_opts o = { .routes = routes, .max_request = 8192,
-				.max_response = 1 << 20, .name = "test" };
+	struct httpd_opts o = {.routes = routes,
+			       .max_request = 8192,
+			       .max_response = 1 << 20,
+			       .name = "test"};
 	struct sockaddr_in sa;
 	socklen_t sl = sizeof(sa);
 	pthread_t th;
@@ -401,7 +428,8 @@ int main(void)
 	port = ntohs(sa.sin_port);
 	o.max_conns = 2;
 	o.idle_ms = 300;
-	ok(httpd_new(loop, lfd, &o, &srv) == 0, "server with max_conns 2, idle 300 ms");
+	ok(httpd_new(loop, lfd, &o, &srv) == 0,
+	   "server with max_conns 2, idle 300 ms");
 	pthread_create(&th, NULL, loop_thread, NULL);
 	test_limits();
 	loop_stop(loop);

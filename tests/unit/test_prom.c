@@ -28,7 +28,8 @@ static const char *parse_labels(const char *p, char *out, size_t len)
 
 		if (!eq || eq[1] != '"')
 			return NULL;
-		o += (size_t)snprintf(out + o, len - o, "%.*s=", (int)(eq - p), p);
+		o += (size_t)snprintf(out + o, len - o, "%.*s=", (int)(eq - p),
+				      p);
 		for (p = eq + 2; *p && *p != '"'; p++) {
 			char c = *p;
 
@@ -60,7 +61,7 @@ static void family_of(const char *name, size_t n, const char *type, char *out)
 {
 	snprintf(out, 128, "%.*s", (int)n, name);
 	if (strcmp(type, "histogram") == 0) {
-		static const char *const suf[] = { "_bucket", "_sum", "_count" };
+		static const char *const suf[] = {"_bucket", "_sum", "_count"};
 
 		for (int i = 0; i < 3; i++) {
 			size_t l = strlen(out), s = strlen(suf[i]);
@@ -94,14 +95,17 @@ static const char *check_page(const char *page)
 			sscanf(line + 7, "%127s", name);
 			for (int i = 0; i < n_seen; i++)
 				if (strcmp(seen[i], name) == 0) {
-					snprintf(why, sizeof(why), "family %s appears twice", name);
+					snprintf(why, sizeof(why),
+						 "family %s appears twice",
+						 name);
 					return why;
 				}
 			snprintf(seen[n_seen++], 128, "%s", name);
 			snprintf(cur, sizeof(cur), "%s", name);
 			type[0] = '\0';
 		} else if (strncmp(line, "# TYPE ", 7) == 0) {
-			if (sscanf(line + 7, "%127s %31s", name, type) != 2 || strcmp(name, cur))
+			if (sscanf(line + 7, "%127s %31s", name, type) != 2 ||
+			    strcmp(name, cur))
 				return "TYPE without its HELP";
 		} else {
 			size_t nl = strcspn(line, "{ ");
@@ -112,12 +116,16 @@ static const char *check_page(const char *page)
 				return "sample before any TYPE";
 			family_of(line, nl, type, fam);
 			if (strcmp(fam, cur)) {
-				snprintf(why, sizeof(why), "sample %s outside its family (in %s)", fam, cur);
+				snprintf(why, sizeof(why),
+					 "sample %s outside its family (in %s)",
+					 fam, cur);
 				return why;
 			}
-			if (*p == '{' && !(p = parse_labels(p + 1, labels, sizeof(labels))))
+			if (*p == '{' &&
+			    !(p = parse_labels(p + 1, labels, sizeof(labels))))
 				return "bad label syntax";
-			if (*p != ' ' || strtod(p + 1, NULL) != strtod(p + 1, NULL))
+			if (*p != ' ' ||
+			    strtod(p + 1, NULL) != strtod(p + 1, NULL))
 				return "bad value";
 		}
 		line = eol + 1;
@@ -133,8 +141,10 @@ int main(void)
 	const char *p;
 
 	sbuf_init(&b, 0);
-	prom_family(&b, "istio_build", PROM_GAUGE, "Istio component build info\\with a\nnewline");
-	ok(strcmp(b.p, "# HELP istio_build Istio component build info\\\\with a\\nnewline\n"
+	prom_family(&b, "istio_build", PROM_GAUGE,
+		    "Istio component build info\\with a\nnewline");
+	ok(strcmp(b.p, "# HELP istio_build Istio component build info\\\\with "
+		       "a\\nnewline\n"
 		       "# TYPE istio_build gauge\n") == 0,
 	   "HELP escapes backslash and newline; TYPE follows");
 
@@ -143,7 +153,9 @@ int main(void)
 	prom_label(&b, &first, "b", NULL);
 	prom_label(&b, &first, "c", "");
 	ok(strcmp(b.p, "a=\"x\\\"y\\\\z\\nw\",b=\"unknown\",c=\"\"") == 0,
-	   "label values: quote, backslash, newline escaped; NULL is unknown (%s)", b.p);
+	   "label values: quote, backslash, newline escaped; NULL is unknown "
+	   "(%s)",
+	   b.p);
 	p = parse_labels(b.p, labels, sizeof(labels));
 	(void)p;
 	{
@@ -151,7 +163,7 @@ int main(void)
 
 		snprintf(wrapped, sizeof(wrapped), "%s}", b.p);
 		ok(parse_labels(wrapped, labels, sizeof(labels)) &&
-			   strcmp(labels, "a=x\"y\\z\nw;b=unknown;c=;") == 0,
+		       strcmp(labels, "a=x\"y\\z\nw;b=unknown;c=;") == 0,
 		   "escaped labels parse back to the original values");
 	}
 
@@ -172,11 +184,12 @@ int main(void)
 
 	sbuf_reset(&b);
 	{
-		const double bounds[] = { 0.001, 0.01, 0.1 };
-		const uint64_t counts[] = { 2, 0, 5, 1 };
+		const double bounds[] = {0.001, 0.01, 0.1};
+		const uint64_t counts[] = {2, 0, 5, 1};
 
 		prom_family(&b, "rtt_seconds", PROM_HISTOGRAM, "rtt");
-		prom_histogram(&b, "rtt_seconds", "w=\"a\"", bounds, counts, 3, 1.5);
+		prom_histogram(&b, "rtt_seconds", "w=\"a\"", bounds, counts, 3,
+			       1.5);
 	}
 	ok(strstr(b.p, "rtt_seconds_bucket{w=\"a\",le=\"0.001\"} 2\n"
 		       "rtt_seconds_bucket{w=\"a\",le=\"0.01\"} 2\n"
@@ -197,14 +210,17 @@ int main(void)
 	ok(check_page(b.p) == NULL, "grouped page passes the checker");
 	/* The checker itself must catch what it claims to catch. */
 	sbuf_puts(&b, "a_total{x=\"3\"} 3\n");
-	ok(check_page(b.p) != NULL, "checker rejects a sample outside its family (%s)",
+	ok(check_page(b.p) != NULL,
+	   "checker rejects a sample outside its family (%s)",
 	   check_page(b.p) ? check_page(b.p) : "accepted");
 	sbuf_reset(&b);
 	prom_family(&b, "a_total", PROM_COUNTER, "A");
 	prom_family(&b, "a_total", PROM_COUNTER, "A");
 	ok(check_page(b.p) != NULL, "checker rejects a family written twice");
-	ok(check_page("x 1\n") != NULL, "checker rejects a sample before any TYPE");
-	ok(check_page("# HELP x x\n# TYPE x gauge\nx{a=\"unterminated} 1\n") != NULL,
+	ok(check_page("x 1\n") != NULL,
+	   "checker rejects a sample before any TYPE");
+	ok(check_page("# HELP x x\n# TYPE x gauge\nx{a=\"unterminated} 1\n") !=
+	       NULL,
 	   "checker rejects bad label syntax");
 
 	sbuf_free(&b);
@@ -216,7 +232,8 @@ int main(void)
 	sbuf_free(&b);
 	sbuf_init(&b, 0);
 	sbuf_json_str(&b, "a\"b\\c\n\x01");
-	ok(strcmp(b.p, "\"a\\\"b\\\\c\\n\\u0001\"") == 0, "JSON string escaping (%s)", b.p);
+	ok(strcmp(b.p, "\"a\\\"b\\\\c\\n\\u0001\"") == 0,
+	   "JSON string escaping (%s)", b.p);
 	sbuf_free(&b);
 	return tap_done();
 }
