@@ -82,20 +82,57 @@ static const char *addr(const struct sockaddr_in *a, char *buf)
 	return buf;
 }
 
-static void text_str(struct line *l, const char *key, const char *v)
+static void str_field(struct line *l, bool json, const char *key, const char *v)
 {
 	if (!v)
 		return;
-	put(l, " %s=", key);
+	if (json)
+		put(l, ",\"%s\":", key);
+	else
+		put(l, " %s=", key);
 	put_quoted(l, v);
 }
 
-static void json_str(struct line *l, const char *key, const char *v)
+static void addr_field(struct line *l, bool json, const char *key,
+		       const char *v)
 {
-	if (!v)
-		return;
-	put(l, ",\"%s\":", key);
-	put_quoted(l, v);
+	if (json)
+		put(l, ",\"%s\":\"%s\"", key, v);
+	else
+		put(l, " %s=%s", key, v);
+}
+
+/* Every field after the message, in ztunnel's order, in either format. */
+static void fields(struct line *l, bool json, const struct access_rec *r,
+		   const char *src, const char *dst, const char *hbone)
+{
+	const char *dir = r->outbound ? "outbound" : "inbound";
+	unsigned long long sent = r->bytes_sent, recv = r->bytes_recv,
+			   ms = r->duration_ms;
+
+	addr_field(l, json, "src.addr", src);
+	str_field(l, json, "src.workload", r->src_workload);
+	str_field(l, json, "src.namespace", r->src_namespace);
+	str_field(l, json, "src.identity", r->src_identity);
+	addr_field(l, json, "dst.addr", dst);
+	if (hbone)
+		addr_field(l, json, "dst.hbone_addr", hbone);
+	str_field(l, json, "dst.service", r->dst_service);
+	str_field(l, json, "dst.workload", r->dst_workload);
+	str_field(l, json, "dst.namespace", r->dst_namespace);
+	str_field(l, json, "dst.identity", r->dst_identity);
+	if (json)
+		put(l,
+		    ",\"direction\":\"%s\",\"bytes_sent\":%llu,"
+		    "\"bytes_recv\":%llu,\"duration_ms\":%llu",
+		    dir, sent, recv, ms);
+	else
+		put(l,
+		    " direction=\"%s\" bytes_sent=%llu bytes_recv=%llu "
+		    "duration=\"%llums\"",
+		    dir, sent, recv, ms);
+	str_field(l, json, "response_flags", r->response_flags);
+	str_field(l, json, "error", r->error);
 }
 
 size_t access_log_format_line(enum access_log_format fmt,
@@ -123,53 +160,15 @@ size_t access_log_format_line(enum access_log_format fmt,
 		    "\"node\":",
 		    ts, r->error ? "error" : "info");
 		put_quoted(&l, node_name);
-		put(&l,
-		    ",\"message\":\"connection complete\",\"src.addr\":\"%s\"",
-		    a);
-		json_str(&l, "src.workload", r->src_workload);
-		json_str(&l, "src.namespace", r->src_namespace);
-		json_str(&l, "src.identity", r->src_identity);
-		put(&l, ",\"dst.addr\":\"%s\"", b);
-		if (r->hbone_addr)
-			put(&l, ",\"dst.hbone_addr\":\"%s\"", h);
-		json_str(&l, "dst.service", r->dst_service);
-		json_str(&l, "dst.workload", r->dst_workload);
-		json_str(&l, "dst.namespace", r->dst_namespace);
-		json_str(&l, "dst.identity", r->dst_identity);
-		put(&l,
-		    ",\"direction\":\"%s\",\"bytes_sent\":%llu,"
-		    "\"bytes_recv\":%llu,\"duration_ms\":%llu",
-		    r->outbound ? "outbound" : "inbound",
-		    (unsigned long long)r->bytes_sent,
-		    (unsigned long long)r->bytes_recv,
-		    (unsigned long long)r->duration_ms);
-		json_str(&l, "response_flags", r->response_flags);
-		json_str(&l, "error", r->error);
-		put(&l, "}");
+		put(&l, ",\"message\":\"connection complete\"");
 	} else {
-		put(&l, "%s %-5s %s%saccess connection complete src.addr=%s",
-		    ts, r->error ? "error" : "info", node_name,
-		    node_name[0] ? ": " : "", a);
-		text_str(&l, "src.workload", r->src_workload);
-		text_str(&l, "src.namespace", r->src_namespace);
-		text_str(&l, "src.identity", r->src_identity);
-		put(&l, " dst.addr=%s", b);
-		if (r->hbone_addr)
-			put(&l, " dst.hbone_addr=%s", h);
-		text_str(&l, "dst.service", r->dst_service);
-		text_str(&l, "dst.workload", r->dst_workload);
-		text_str(&l, "dst.namespace", r->dst_namespace);
-		text_str(&l, "dst.identity", r->dst_identity);
-		put(&l,
-		    " direction=\"%s\" bytes_sent=%llu bytes_recv=%llu "
-		    "duration=\"%llums\"",
-		    r->outbound ? "outbound" : "inbound",
-		    (unsigned long long)r->bytes_sent,
-		    (unsigned long long)r->bytes_recv,
-		    (unsigned long long)r->duration_ms);
-		text_str(&l, "response_flags", r->response_flags);
-		text_str(&l, "error", r->error);
+		put(&l, "%s %-5s %s%saccess connection complete", ts,
+		    r->error ? "error" : "info", node_name,
+		    node_name[0] ? ": " : "");
 	}
+	fields(&l, fmt == ACCESS_LOG_JSON, r, a, b, r->hbone_addr ? h : NULL);
+	if (fmt == ACCESS_LOG_JSON)
+		put(&l, "}");
 	l.p[l.len++] = '\n';
 	l.p[l.len] = '\0';
 	return l.len;

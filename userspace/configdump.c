@@ -44,6 +44,28 @@ static void kbool(struct obj *o, const char *k, bool v)
 	sbuf_puts(o->b, v ? "true" : "false");
 }
 
+/* "key":[item,...] with fn writing each of the n items of size bytes. */
+static void array(struct obj *o, const char *k, const void *items, size_t n,
+		  size_t size, void (*fn)(struct sbuf *b, const void *item))
+{
+	key(o, k);
+	sbuf_putc(o->b, '[');
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			sbuf_putc(o->b, ',');
+		fn(o->b, (const char *)items + i * size);
+	}
+	sbuf_putc(o->b, ']');
+}
+
+/* Like array(), but writes nothing when there are no items. */
+static void opt_array(struct obj *o, const char *k, const void *items, size_t n,
+		      size_t size, void (*fn)(struct sbuf *b, const void *item))
+{
+	if (n)
+		array(o, k, items, n, size, fn);
+}
+
 static const char *ip4(uint32_t a, char *buf)
 {
 	return inet_ntop(AF_INET, &a, buf, INET_ADDRSTRLEN);
@@ -109,8 +131,9 @@ static void gateway(struct obj *o, const char *k, const struct gateway *g)
 	sbuf_putc(o->b, '}');
 }
 
-static void workload(struct sbuf *b, const struct workload *w)
+static void workload(struct sbuf *b, const void *item)
 {
+	const struct workload *w = item;
 	struct obj o = {b, 0};
 	char ip[INET_ADDRSTRLEN];
 
@@ -180,8 +203,9 @@ static void workload(struct sbuf *b, const struct workload *w)
 	sbuf_putc(b, '}');
 }
 
-static void service(struct sbuf *b, const struct service *s)
+static void service(struct sbuf *b, const void *item)
 {
+	const struct service *s = item;
 	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
@@ -245,71 +269,64 @@ static void service(struct sbuf *b, const struct service *s)
 	sbuf_putc(b, '}');
 }
 
-static void str_matches(struct obj *o, const char *k, const struct str_match *m,
-			size_t n)
+static void str_match(struct sbuf *b, const void *item)
 {
-	if (!n)
-		return;
-	key(o, k);
-	sbuf_putc(o->b, '[');
-	for (size_t i = 0; i < n; i++) {
-		sbuf_printf(o->b, "%s{\"%s\":", i ? "," : "",
-			    str_match_kind_name(m[i].kind));
-		if (m[i].kind == SM_PRESENCE)
-			sbuf_puts(o->b, "{}");
-		else
-			sbuf_json_str(o->b, m[i].value);
-		sbuf_putc(o->b, '}');
-	}
-	sbuf_putc(o->b, ']');
+	const struct str_match *m = item;
+
+	sbuf_printf(b, "{\"%s\":", str_match_kind_name(m->kind));
+	if (m->kind == SM_PRESENCE)
+		sbuf_puts(b, "{}");
+	else
+		sbuf_json_str(b, m->value);
+	sbuf_putc(b, '}');
 }
 
-static void sa_matches(struct obj *o, const char *k, const struct sa_match *m,
-		       size_t n)
+static void sa_match(struct sbuf *b, const void *item)
 {
-	if (!n)
-		return;
-	key(o, k);
-	sbuf_putc(o->b, '[');
-	for (size_t i = 0; i < n; i++) {
-		struct obj s = {o->b, 0};
+	const struct sa_match *m = item;
+	struct obj s = {b, 0};
 
-		sbuf_puts(o->b, i ? ",{" : "{");
-		kstr(&s, "namespace", m[i].namespace);
-		kstr(&s, "serviceAccount", m[i].service_account);
-		sbuf_putc(o->b, '}');
-	}
-	sbuf_putc(o->b, ']');
+	sbuf_putc(b, '{');
+	kstr(&s, "namespace", m->namespace);
+	kstr(&s, "serviceAccount", m->service_account);
+	sbuf_putc(b, '}');
 }
 
-static void cidrs(struct obj *o, const char *k, const struct ip_cidr *c,
-		  size_t n)
+static void cidr_item(struct sbuf *b, const void *item)
 {
-	if (!n)
-		return;
-	key(o, k);
-	sbuf_putc(o->b, '[');
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			sbuf_putc(o->b, ',');
-		cidr(o->b, &c[i]);
-	}
-	sbuf_putc(o->b, ']');
+	cidr(b, item);
 }
 
-static void port_list(struct obj *o, const char *k, const uint16_t *p, size_t n)
+static void port_item(struct sbuf *b, const void *item)
 {
-	if (!n)
-		return;
-	key(o, k);
-	sbuf_putc(o->b, '[');
-	for (size_t i = 0; i < n; i++)
-		sbuf_printf(o->b, "%s%u", i ? "," : "", p[i]);
-	sbuf_putc(o->b, ']');
+	sbuf_printf(b, "%u", *(const uint16_t *)item);
 }
 
-static void policy(struct sbuf *b, const struct policy *p)
+/* One match: only the fields it sets, ztunnel's names. */
+static void match(struct sbuf *b, const struct pol_match *mt)
 {
+	struct obj mo = {b, 0};
+#define LIST(k, f, fn) opt_array(&mo, k, mt->f, mt->n_##f, sizeof(*mt->f), fn)
+	sbuf_putc(b, '{');
+	LIST("namespaces", namespaces, str_match);
+	LIST("notNamespaces", not_namespaces, str_match);
+	LIST("serviceAccounts", service_accounts, sa_match);
+	LIST("notServiceAccounts", not_service_accounts, sa_match);
+	LIST("principals", principals, str_match);
+	LIST("notPrincipals", not_principals, str_match);
+	LIST("sourceIps", source_ips, cidr_item);
+	LIST("notSourceIps", not_source_ips, cidr_item);
+	LIST("destinationIps", destination_ips, cidr_item);
+	LIST("notDestinationIps", not_destination_ips, cidr_item);
+	LIST("destinationPorts", destination_ports, port_item);
+	LIST("notDestinationPorts", not_destination_ports, port_item);
+#undef LIST
+	sbuf_putc(b, '}');
+}
+
+static void policy(struct sbuf *b, const void *item)
+{
+	const struct policy *p = item;
 	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
@@ -329,43 +346,9 @@ static void policy(struct sbuf *b, const struct policy *p)
 
 			sbuf_puts(b, c ? ",[" : "[");
 			for (size_t m = 0; m < cl->n_matches; m++) {
-				const struct pol_match *mt = &cl->matches[m];
-				struct obj mo = {b, 0};
-
-				sbuf_puts(b, m ? ",{" : "{");
-				str_matches(&mo, "namespaces", mt->namespaces,
-					    mt->n_namespaces);
-				str_matches(&mo, "notNamespaces",
-					    mt->not_namespaces,
-					    mt->n_not_namespaces);
-				sa_matches(&mo, "serviceAccounts",
-					   mt->service_accounts,
-					   mt->n_service_accounts);
-				sa_matches(&mo, "notServiceAccounts",
-					   mt->not_service_accounts,
-					   mt->n_not_service_accounts);
-				str_matches(&mo, "principals", mt->principals,
-					    mt->n_principals);
-				str_matches(&mo, "notPrincipals",
-					    mt->not_principals,
-					    mt->n_not_principals);
-				cidrs(&mo, "sourceIps", mt->source_ips,
-				      mt->n_source_ips);
-				cidrs(&mo, "notSourceIps", mt->not_source_ips,
-				      mt->n_not_source_ips);
-				cidrs(&mo, "destinationIps",
-				      mt->destination_ips,
-				      mt->n_destination_ips);
-				cidrs(&mo, "notDestinationIps",
-				      mt->not_destination_ips,
-				      mt->n_not_destination_ips);
-				port_list(&mo, "destinationPorts",
-					  mt->destination_ports,
-					  mt->n_destination_ports);
-				port_list(&mo, "notDestinationPorts",
-					  mt->not_destination_ports,
-					  mt->n_not_destination_ports);
-				sbuf_putc(b, '}');
+				if (m)
+					sbuf_putc(b, ',');
+				match(b, &cl->matches[m]);
 			}
 			sbuf_putc(b, ']');
 		}
@@ -491,6 +474,20 @@ static int missing_cert(const struct workload *wl, void *arg)
 	return 0;
 }
 
+static void peer_auth(struct sbuf *b, const void *item)
+{
+	const struct peer_auth *pa = item;
+	struct obj po = {b, 0};
+
+	sbuf_putc(b, '{');
+	kstr(&po, "name", pa->name);
+	kstr(&po, "namespace", pa->namespace);
+	key(&po, "workloads");
+	strs(b, pa->workloads, pa->n_workloads);
+	kstr(&po, "mode", peer_auth_mode_name(pa->mode));
+	sbuf_putc(b, '}');
+}
+
 void config_dump(struct daemon *d, const struct state *st, struct sbuf *b)
 {
 	struct cert_walk cw = {.b = b, .d = d, .now = time(NULL)};
@@ -498,46 +495,15 @@ void config_dump(struct daemon *d, const struct state *st, struct sbuf *b)
 	struct obj o = {b, 0};
 
 	sbuf_putc(b, '{');
-	key(&o, "workloads");
-	sbuf_putc(b, '[');
-	for (size_t i = 0; i < st->n_workloads; i++) {
-		if (i)
-			sbuf_putc(b, ',');
-		workload(b, &st->workloads[i]);
-	}
-	sbuf_putc(b, ']');
-	key(&o, "services");
-	sbuf_putc(b, '[');
-	for (size_t i = 0; i < st->n_services; i++) {
-		if (i)
-			sbuf_putc(b, ',');
-		service(b, &st->services[i]);
-	}
-	sbuf_putc(b, ']');
+	array(&o, "workloads", st->workloads, st->n_workloads,
+	      sizeof(*st->workloads), workload);
+	array(&o, "services", st->services, st->n_services,
+	      sizeof(*st->services), service);
 	/* Authorization policies in ztunnel's shape (DESIGN.md §5). */
-	key(&o, "policies");
-	sbuf_putc(b, '[');
-	for (size_t i = 0; i < st->n_policies; i++) {
-		if (i)
-			sbuf_putc(b, ',');
-		policy(b, &st->policies[i]);
-	}
-	sbuf_putc(b, ']');
-	key(&o, "peerAuthentications");
-	sbuf_putc(b, '[');
-	for (size_t i = 0; i < st->n_peer_auths; i++) {
-		const struct peer_auth *pa = &st->peer_auths[i];
-		struct obj po = {b, 0};
-
-		sbuf_puts(b, i ? ",{" : "{");
-		kstr(&po, "name", pa->name);
-		kstr(&po, "namespace", pa->namespace);
-		key(&po, "workloads");
-		strs(b, pa->workloads, pa->n_workloads);
-		kstr(&po, "mode", peer_auth_mode_name(pa->mode));
-		sbuf_putc(b, '}');
-	}
-	sbuf_putc(b, ']');
+	array(&o, "policies", st->policies, st->n_policies,
+	      sizeof(*st->policies), policy);
+	array(&o, "peerAuthentications", st->peer_auths, st->n_peer_auths,
+	      sizeof(*st->peer_auths), peer_auth);
 	key(&o, "certificates");
 	sbuf_putc(b, '[');
 	certstore_for_each(d->certs, cw.now, cert_entry, &cw);

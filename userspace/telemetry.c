@@ -541,6 +541,20 @@ void tel_worker_fini(struct worker *w)
 	w->tel = NULL;
 }
 
+/* Label values /connections shows for each connection. */
+static const struct {
+	const char *key;
+	size_t off;
+} dump_fields[] = {
+    {"src_workload", offsetof(struct tel_series, src_workload)},
+    {"src_namespace", offsetof(struct tel_series, src_namespace)},
+    {"src_identity", offsetof(struct tel_series, src_principal)},
+    {"dst_workload", offsetof(struct tel_series, dst_workload)},
+    {"dst_namespace", offsetof(struct tel_series, dst_namespace)},
+    {"dst_identity", offsetof(struct tel_series, dst_principal)},
+    {"dst_service", offsetof(struct tel_series, dst_service)},
+};
+
 static void dump_live(struct worker *w, struct sbuf *b)
 {
 	uint64_t now = mono_ms();
@@ -577,21 +591,13 @@ static void dump_live(struct worker *w, struct sbuf *b)
 		    (unsigned long long)up, (unsigned long long)down,
 		    (unsigned long long)(now - ct->start_ms),
 		    s && s->mtls ? "mutual_tls" : "unknown");
-		if (s) {
-			sbuf_puts(b, ",\"src_workload\":");
-			sbuf_json_str(b, s->src_workload);
-			sbuf_puts(b, ",\"src_namespace\":");
-			sbuf_json_str(b, s->src_namespace);
-			sbuf_puts(b, ",\"src_identity\":");
-			sbuf_json_str(b, s->src_principal);
-			sbuf_puts(b, ",\"dst_workload\":");
-			sbuf_json_str(b, s->dst_workload);
-			sbuf_puts(b, ",\"dst_namespace\":");
-			sbuf_json_str(b, s->dst_namespace);
-			sbuf_puts(b, ",\"dst_identity\":");
-			sbuf_json_str(b, s->dst_principal);
-			sbuf_puts(b, ",\"dst_service\":");
-			sbuf_json_str(b, s->dst_service);
+		for (size_t k = 0;
+		     s && k < sizeof(dump_fields) / sizeof(dump_fields[0]);
+		     k++) {
+			sbuf_printf(b, ",\"%s\":", dump_fields[k].key);
+			sbuf_json_str(
+			    b, *(const char *const *)((const char *)s +
+						      dump_fields[k].off));
 		}
 		sbuf_putc(b, '}');
 	}
@@ -737,13 +743,66 @@ static void tail(char *buf, size_t len, enum amb_flag f, bool mtls)
 		 amb_flag_name(f), mtls ? "mutual_tls" : "unknown");
 }
 
+/* The Istio families and which aggregate each one shows. */
+enum fam_value { FV_OPENED, FV_CLOSED, FV_FAILED, FV_RECV, FV_SENT, FV_LIVE };
+
+static const struct family {
+	const char *name;
+	enum prom_type type;
+	const char *help;
+	enum fam_value v;
+} families[] = {
+    {"istio_tcp_connections_opened_total", PROM_COUNTER,
+     "The total number of TCP connections opened", FV_OPENED},
+    {"istio_tcp_connections_closed_total", PROM_COUNTER,
+     "The total number of TCP connections closed", FV_CLOSED},
+    {"istio_tcp_connections_failed_total", PROM_COUNTER,
+     "The total number of TCP connections that ended with a response "
+     "flag other than \"-\" (failed to connect, denied, reset, cut)",
+     FV_FAILED},
+    {"istio_tcp_received_bytes_total", PROM_COUNTER,
+     "The size of total bytes received during request in case of a TCP "
+     "connection",
+     FV_RECV},
+    {"istio_tcp_sent_bytes_total", PROM_COUNTER,
+     "The size of total bytes sent during response in case of a TCP "
+     "connection",
+     FV_SENT},
+    {"istio_tcp_sockets_open", PROM_GAUGE,
+     "The number of TCP connections open now through this tunnel", FV_LIVE},
+};
+
+/* One label set's samples of one family: per flag for closed/failed (only
+ * the flags that occurred), else one sample with response_flags "-". */
+static void agg_samples(struct sbuf *out, const struct family *fam,
+			const struct agg *a)
+{
+	uint64_t v = fam->v == FV_OPENED ? a->opened
+		     : fam->v == FV_RECV ? a->up
+		     : fam->v == FV_SENT ? a->down
+					 : a->live;
+	char t[128];
+
+	if (fam->v != FV_CLOSED && fam->v != FV_FAILED) {
+		tail(t, sizeof(t), AMB_F_NONE, a->rep->mtls);
+		prom_sample_u64(out, fam->name, a->rep->labels, t, v);
+		return;
+	}
+	for (int f = fam->v == FV_FAILED ? 1 : 0; f < AMB_F__COUNT; f++) {
+		if (!a->closed[f])
+			continue;
+		tail(t, sizeof(t), f, a->rep->mtls);
+		prom_sample_u64(out, fam->name, a->rep->labels, t,
+				a->closed[f]);
+	}
+}
+
 void tel_render_istio(struct daemon *d, struct sbuf *out)
 {
 	size_t total = 0, n_agg = 0, slots = 16;
 	struct agg *aggs;
 	uint32_t *idx;
 	uint64_t overflow = 0;
-	char t[128];
 
 	for (int i = 0; i < d->n_workers; i++)
 		total += atomic_load_explicit(&d->workers[i]->tel->n_series,
@@ -788,60 +847,11 @@ void tel_render_istio(struct daemon *d, struct sbuf *out)
 		}
 	}
 
-	prom_family(out, "istio_tcp_connections_opened_total", PROM_COUNTER,
-		    "The total number of TCP connections opened");
-	for (size_t i = 0; i < n_agg; i++) {
-		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
-		prom_sample_u64(out, "istio_tcp_connections_opened_total",
-				aggs[i].rep->labels, t, aggs[i].opened);
-	}
-	prom_family(out, "istio_tcp_connections_closed_total", PROM_COUNTER,
-		    "The total number of TCP connections closed");
-	for (size_t i = 0; i < n_agg; i++)
-		for (int f = 0; f < AMB_F__COUNT; f++) {
-			if (!aggs[i].closed[f])
-				continue;
-			tail(t, sizeof(t), f, aggs[i].rep->mtls);
-			prom_sample_u64(
-			    out, "istio_tcp_connections_closed_total",
-			    aggs[i].rep->labels, t, aggs[i].closed[f]);
-		}
-	prom_family(
-	    out, "istio_tcp_connections_failed_total", PROM_COUNTER,
-	    "The total number of TCP connections that ended with a response "
-	    "flag other than \"-\" (failed to connect, denied, reset, cut)");
-	for (size_t i = 0; i < n_agg; i++)
-		for (int f = 1; f < AMB_F__COUNT; f++) {
-			if (!aggs[i].closed[f])
-				continue;
-			tail(t, sizeof(t), f, aggs[i].rep->mtls);
-			prom_sample_u64(
-			    out, "istio_tcp_connections_failed_total",
-			    aggs[i].rep->labels, t, aggs[i].closed[f]);
-		}
-	prom_family(out, "istio_tcp_received_bytes_total", PROM_COUNTER,
-		    "The size of total bytes received during request in case "
-		    "of a TCP connection");
-	for (size_t i = 0; i < n_agg; i++) {
-		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
-		prom_sample_u64(out, "istio_tcp_received_bytes_total",
-				aggs[i].rep->labels, t, aggs[i].up);
-	}
-	prom_family(out, "istio_tcp_sent_bytes_total", PROM_COUNTER,
-		    "The size of total bytes sent during response in case of a "
-		    "TCP connection");
-	for (size_t i = 0; i < n_agg; i++) {
-		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
-		prom_sample_u64(out, "istio_tcp_sent_bytes_total",
-				aggs[i].rep->labels, t, aggs[i].down);
-	}
-	prom_family(
-	    out, "istio_tcp_sockets_open", PROM_GAUGE,
-	    "The number of TCP connections open now through this tunnel");
-	for (size_t i = 0; i < n_agg; i++) {
-		tail(t, sizeof(t), AMB_F_NONE, aggs[i].rep->mtls);
-		prom_sample_u64(out, "istio_tcp_sockets_open",
-				aggs[i].rep->labels, t, aggs[i].live);
+	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		prom_family(out, families[f].name, families[f].type,
+			    families[f].help);
+		for (size_t i = 0; i < n_agg; i++)
+			agg_samples(out, &families[f], &aggs[i]);
 	}
 	prom_family(out, "ambientd_metrics_series_overflow_total", PROM_COUNTER,
 		    "Connection reports not counted in the istio_tcp_* "
