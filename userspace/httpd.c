@@ -48,6 +48,7 @@ struct hconn {
 	struct sbuf out; /* the response being written */
 	size_t out_off;
 	bool close_after; /* after `out` is written */
+	bool eof;	  /* the peer ended its side mid-request */
 };
 
 struct httpd {
@@ -465,11 +466,12 @@ static int process(struct hconn *c)
 			queue_error(c, 431, "request head too large");
 			goto queued;
 		}
-		/* A first line that cannot be HTTP: no need to wait for more.
-		 */
+		/* A first line that cannot be HTTP (only printable ASCII
+		 * belongs there): no need to wait for more. */
 		for (size_t i = 0; i < c->in_len && c->in[i] != '\n'; i++)
-			if ((unsigned char)c->in[i] < 0x20 &&
-			    c->in[i] != '\r') {
+			if (((unsigned char)c->in[i] < 0x20 &&
+			     c->in[i] != '\r') ||
+			    (unsigned char)c->in[i] >= 0x7f) {
 				queue_error(c, 400, "malformed request line");
 				goto queued;
 			}
@@ -655,8 +657,19 @@ static void advance(struct hconn *c)
 {
 	for (;;) {
 		if (c->state == HC_READ) {
-			if (!process(c))
-				break;
+			if (!process(c)) {
+				if (!c->eof)
+					break;
+				if (!c->in_len) { /* FIN between requests */
+					conn_close(c);
+					return;
+				}
+				/* The peer will send no more: answer the
+				 * truncated request instead of vanishing. */
+				queue_error(c, 400, "incomplete request");
+				c->in_len = 0;
+				set_state(c, HC_WRITE);
+			}
 			touch(c, c->h->o.idle_ms);
 		}
 		if (c->state == HC_WRITE) {
@@ -701,8 +714,11 @@ static void conn_read(struct hconn *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
+		if (n == 0 && c->state == HC_READ && c->in_len) {
+			c->eof = true; /* advance() answers what we have */
+			return;
+		}
 		if (n <= 0) {
-			/* EOF or error. A half-received request is dropped. */
 			conn_close(c);
 			return;
 		}

@@ -583,6 +583,8 @@ fail:
 
 void worker_stop_listening(struct worker *w)
 {
+	/* First: the control thread stops looking at the fds. */
+	atomic_store(&w->listening, false);
 	for (int k = 0; k < LISTEN_KINDS; k++) {
 		if (w->lst[k].io.fd < 0)
 			continue;
@@ -590,7 +592,6 @@ void worker_stop_listening(struct worker *w)
 		close(w->lst[k].io.fd);
 		w->lst[k].io.fd = -1;
 	}
-	atomic_store(&w->listening, false);
 }
 
 int workers_check_listeners(struct daemon *d, char *why, size_t len)

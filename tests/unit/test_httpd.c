@@ -179,8 +179,10 @@ static void test_routing(void)
 
 	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 200 && strstr(r, "\r\n\r\nhello GET\n") &&
-	       strstr(r, "Content-Length: 10\r\n"),
-	   "GET /hello: 200 with the handler's body and its length");
+	       strstr(r, "Content-Length: 10\r\n") &&
+	       !strstr(r + 1, "HTTP/1.1"),
+	   "GET /hello then FIN: one 200 with the handler's body and its "
+	   "length");
 	free(r);
 	r = roundtrip("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &n);
 	ok(status_of(r) == 404, "unknown path: 404");
@@ -299,6 +301,13 @@ static void test_garbage(void)
 	free(r);
 	close(fd);
 
+	r = roundtrip("c\xeb)\xb9oy\x7f\n\x15", &n);
+	ok(status_of(r) == 400, "high bytes and DEL in the first line: 400");
+	free(r);
+	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n", &n);
+	ok(status_of(r) == 400 && strstr(r, "incomplete"),
+	   "request cut short by the peer's FIN: 400, not silence");
+	free(r);
 	r = roundtrip("GET /hello\r\n\r\n", &n);
 	ok(status_of(r) == 400, "request line without version: 400");
 	free(r);
