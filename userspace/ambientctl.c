@@ -15,19 +15,24 @@
 #include <unistd.h>
 
 #include "bpfctl.h"
+#include "bpfinfo.h"
 #include "cli.h"
 #include "ctlsock.h"
+#include "httpd.h"
+#include "json.h"
 #include "log.h"
 #include "rtnl.h"
+#include "sbuf.h"
 
 enum { OPT_NODE = 'n', OPT_OUTPUT = 'o', OPT_HELP = 'h', OPT_BPFFS = 256,
-       OPT_IFNAME, OPT_VERSION };
+       OPT_IFNAME, OPT_VERSION, OPT_ADMIN };
 
 static const struct cli_opt options[] = {
 	{ "node", OPT_NODE, "NAME", "node name (default $NODE_NAME, else the hostname)" },
 	{ "output", OPT_OUTPUT, "FORMAT", "table (default) or json" },
 	{ "bpffs", OPT_BPFFS, "DIR", "bpf filesystem (default /sys/fs/bpf)" },
 	{ "ifname", OPT_IFNAME, "IFACE", "enroll: the pod's host-side veth (default: route lookup)" },
+	{ "admin", OPT_ADMIN, "IP:PORT", "the daemon's admin API in this netns (default 127.0.0.1:15000)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
 	{ "help", OPT_HELP, NULL, "this help" },
 	{ 0 },
@@ -38,6 +43,9 @@ struct ctl {
 	const char *bpffs;
 	const char *ifname;
 	bool json;
+	bool node_given; /* --node or $NODE_NAME: check the daemon serves it */
+	char admin_ip[16];
+	uint16_t admin_port;
 	struct bpfctl b;
 };
 
@@ -68,6 +76,10 @@ static void usage(FILE *f)
 		"  ambientctl -n node1 counters -o json\n"
 		"  nsenter --net=/run/netns/node1 ambientctl -n node1 enroll 198.18.1.12\n"
 		"  ambientctl -n node1 sockets\n"
+		"  nsenter --net=/run/netns/node1 ambientctl -n node1 workloads\n"
+		"  ambientctl -n node1 connections -o json\n"
+		"  ambientctl -n node1 bpf            # works with the daemon down\n"
+		"  ambientctl -n node1 log-level debug\n"
 		"  ambientctl -n node1 policies\n"
 		"  ambientctl -n node2 check 198.18.1.10 198.18.2.10:8080\n");
 }
@@ -405,6 +417,246 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	return rc;
 }
 
+/* ---- the admin API ------------------------------------------------------- */
+
+/*
+ * method path on the daemon's admin API; on success *out is the parsed
+ * JSON answer (json_free it) and, if raw is not NULL, its text.
+ */
+static int admin_call(struct ctl *c, const char *method, const char *path,
+		      struct json **out, struct sbuf *raw)
+{
+	struct sbuf body;
+	char err[128];
+	int status = 0, rc;
+
+	sbuf_init(&body, 256u << 20);
+	rc = http_fetch(c->admin_ip, c->admin_port, method, path, 10000, &status, &body);
+	if (rc == -ECONNREFUSED) {
+		fprintf(stderr, "ambientctl: no ambientd admin API at %s:%u in this network "
+			"namespace (is the daemon running? run ambientctl in the node's "
+			"netns: nsenter --net=/run/netns/NODE)\n", c->admin_ip, c->admin_port);
+		goto fail;
+	}
+	if (rc) {
+		fprintf(stderr, "ambientctl: %s %s on %s:%u: %s\n", method, path,
+			c->admin_ip, c->admin_port, strerror(-rc));
+		goto fail;
+	}
+	if (status != 200) {
+		fprintf(stderr, "ambientctl: %s %s: HTTP %d: %s", method, path, status,
+			body.p ? body.p : "\n");
+		goto fail;
+	}
+	rc = json_parse(body.p ? body.p : "", out, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ambientctl: %s %s: answer is not JSON: %s\n", method,
+			path, err);
+		goto fail;
+	}
+	if (raw)
+		sbuf_put(raw, body.p, body.len);
+	sbuf_free(&body);
+	return 0;
+fail:
+	sbuf_free(&body);
+	return -1;
+}
+
+/* /config_dump, checked to come from the node we were asked about. */
+static int config_dump(struct ctl *c, struct json **out)
+{
+	const char *node;
+
+	if (admin_call(c, "GET", "/config_dump", out, NULL))
+		return -1;
+	node = json_get_str(json_get(*out, "config"), "node");
+	if (c->node_given && node && strcmp(node, c->node) != 0) {
+		fprintf(stderr, "ambientctl: the admin API at %s:%u serves node '%s', not '%s' "
+			"(run in that node's netns)\n", c->admin_ip, c->admin_port, node, c->node);
+		json_free(*out);
+		return -1;
+	}
+	return 0;
+}
+
+static void print_json(const struct json *j)
+{
+	struct sbuf b;
+
+	sbuf_init(&b, 0);
+	if (j)
+		json_print(&b, j);
+	else
+		sbuf_puts(&b, "null");
+	puts(b.p ? b.p : "");
+	sbuf_free(&b);
+}
+
+static const char *or_dash(const char *s)
+{
+	return s && *s ? s : "-";
+}
+
+/* The waypoint column: "destination" of a gateway object, or None. */
+static const char *waypoint_of(const struct json *item)
+{
+	const char *d = json_get_str(json_get(item, "waypoint"), "destination");
+
+	return d ? d : "None";
+}
+
+static int cmd_workloads(struct ctl *c, int argc, char **argv)
+{
+	const struct json *wls;
+	struct json *dump;
+
+	if (config_dump(c, &dump))
+		return 1;
+	wls = json_get(dump, "workloads");
+	if (c->json) {
+		print_json(wls);
+		json_free(dump);
+		return 0;
+	}
+	printf("%-16s %-32s %-16s %-20s %-16s %s\n", "NAMESPACE", "POD NAME", "ADDRESS",
+	       "NODE", "WAYPOINT", "PROTOCOL");
+	for (size_t i = 0; wls && i < wls->n; i++) {
+		const struct json *w = &wls->items[i], *ips = json_get(w, "workloadIps");
+		char addr[128] = "";
+
+		for (size_t k = 0; ips && k < ips->n; k++)
+			snprintf(addr + strlen(addr), sizeof(addr) - strlen(addr), "%s%s",
+				 k ? "," : "", ips->items[k].str);
+		printf("%-16s %-32s %-16s %-20s %-16s %s\n",
+		       or_dash(json_get_str(w, "namespace")), or_dash(json_get_str(w, "name")),
+		       or_dash(addr), or_dash(json_get_str(w, "node")), waypoint_of(w),
+		       or_dash(json_get_str(w, "protocol")));
+	}
+	json_free(dump);
+	return 0;
+}
+
+static int cmd_connections(struct ctl *c, int argc, char **argv)
+{
+	struct json *conns;
+
+	if (admin_call(c, "GET", "/connections", &conns, NULL))
+		return 1;
+	if (c->json) {
+		print_json(conns);
+		json_free(conns);
+		return 0;
+	}
+	printf("%-22s %-22s %-9s %-11s %-10s %-11s %12s %12s %8s %-16s %s\n", "SOURCE",
+	       "DESTINATION", "DIRECTION", "ROUTE", "SECURITY", "STATE", "BYTES_SENT",
+	       "BYTES_RECV", "AGE_S", "SRC_WORKLOAD", "DST_WORKLOAD");
+	for (size_t i = 0; i < conns->n; i++) {
+		const struct json *k = &conns->items[i];
+
+		printf("%-22s %-22s %-9s %-11s %-10s %-11s %12.0f %12.0f %8.1f %-16s %s\n",
+		       or_dash(json_get_str(k, "src")), or_dash(json_get_str(k, "dst")),
+		       or_dash(json_get_str(k, "direction")), or_dash(json_get_str(k, "route")),
+		       or_dash(json_get_str(k, "security")), or_dash(json_get_str(k, "state")),
+		       json_get_num(k, "bytes_sent", 0), json_get_num(k, "bytes_recv", 0),
+		       json_get_num(k, "duration_ms", 0) / 1000,
+		       or_dash(json_get_str(k, "src_workload")),
+		       or_dash(json_get_str(k, "dst_workload")));
+	}
+	json_free(conns);
+	return 0;
+}
+
+static int cmd_log_level(struct ctl *c, int argc, char **argv)
+{
+	char path[96];
+	struct json *ans;
+	enum log_level lvl;
+
+	if (argc > 0 && log_level_parse(argv[0], &lvl)) {
+		fprintf(stderr, "ambientctl log-level %s: expected error|warn|info|debug\n",
+			argv[0]);
+		return 2;
+	}
+	snprintf(path, sizeof(path), "/logging%s%s", argc ? "?level=" : "",
+		 argc ? argv[0] : "");
+	if (admin_call(c, argc ? "POST" : "GET", path, &ans, NULL))
+		return 1;
+	if (c->json)
+		print_json(ans);
+	else
+		printf("%s\n", or_dash(json_get_str(ans, "level")));
+	json_free(ans);
+	return 0;
+}
+
+/* Kernel state from the pins: works whether or not the daemon runs. */
+static int cmd_bpf(struct ctl *c, int argc, char **argv)
+{
+	const struct json *progs, *maps, *cnts;
+	struct json *info;
+	struct sbuf b;
+	char err[128];
+	int rc;
+
+	if (open_node(c))
+		return 1;
+	sbuf_init(&b, 0);
+	rc = bpfinfo_json(&c->b, &b);
+	bpfctl_close(&c->b);
+	if (rc || json_parse(b.p, &info, err, sizeof(err))) {
+		fprintf(stderr, "ambientctl: reading the BPF state of node '%s' failed\n",
+			c->node);
+		sbuf_free(&b);
+		return 1;
+	}
+	if (c->json) {
+		puts(b.p);
+		sbuf_free(&b);
+		json_free(info);
+		return 0;
+	}
+	sbuf_free(&b);
+	progs = json_get(info, "programs");
+	maps = json_get(info, "maps");
+	cnts = json_get(info, "counters");
+	printf("Pins: %s\n\n%-16s %6s %-10s %-18s %s\n", json_get_str(info, "pinDir"),
+	       "PROGRAM", "ID", "TYPE", "TAG", "ATTACHED TO");
+	for (size_t i = 0; progs && i < progs->n; i++) {
+		const struct json *p = &progs->items[i], *att = json_get(p, "attached");
+		char where[512] = "";
+
+		for (size_t k = 0; att && k < att->n; k++)
+			snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s%s %s",
+				 k ? ", " : "", json_get_str(&att->items[k], "kind"),
+				 json_get_str(&att->items[k], "target"));
+		printf("%-16s %6.0f %-10s %-18s %s\n", json_get_str(p, "name"),
+		       json_get_num(p, "id", 0), json_get_str(p, "type"),
+		       json_get_str(p, "tag"), where[0] ? where : "(not attached)");
+	}
+	printf("\n%-16s %6s %-14s %10s %10s\n", "MAP", "ID", "TYPE", "ENTRIES", "MAX");
+	for (size_t i = 0; maps && i < maps->n; i++) {
+		const struct json *m = &maps->items[i];
+		double e = json_get_num(m, "entries", -1);
+		char ent[24];
+
+		snprintf(ent, sizeof(ent), e < 0 ? "-" : "%.0f", e);
+		printf("%-16s %6.0f %-14s %10s %10.0f\n", json_get_str(m, "name"),
+		       json_get_num(m, "id", 0), json_get_str(m, "type"), ent,
+		       json_get_num(m, "maxEntries", 0));
+	}
+	printf("\n%-22s %-8s %14s %16s\n", "REASON", "VERDICT", "PACKETS", "BYTES");
+	for (size_t i = 0; cnts && i < cnts->n; i++) {
+		const struct json *k = &cnts->items[i];
+
+		printf("%-22s %-8s %14.0f %16.0f\n", json_get_str(k, "reason"),
+		       json_get_str(k, "verdict"), json_get_num(k, "packets", 0),
+		       json_get_num(k, "bytes", 0));
+	}
+	json_free(info);
+	return 0;
+}
+
 static const struct command commands[] = {
 	{ "pods", "", "enrolled pods: address, host veth, who enrolled it", 0, cmd_pods },
 	{ "counters", "", "BPF verdict counters by reason (packets, bytes)", 0, cmd_counters },
@@ -414,6 +666,10 @@ static const struct command commands[] = {
 	{ "certificates", "", "workload certificates: identity, serial, validity, state", 0, cmd_certificates },
 	{ "status", "", "the running daemon: config generation, workers, connections (JSON)", 0, cmd_status },
 	{ "services", "", "services: VIPs, ports, endpoints with health, ejection, active connections", 0, cmd_services },
+	{ "workloads", "", "workloads of the config in force (admin API /config_dump)", 0, cmd_workloads },
+	{ "connections", "", "live tunneled connections with bytes so far (admin API)", 0, cmd_connections },
+	{ "bpf", "", "programs, attach points, maps, verdict counters (from the pins)", 0, cmd_bpf },
+	{ "log-level", "[LEVEL]", "show or set the daemon's log level (error|warn|info|debug)", 0, cmd_log_level },
 	{ "policies", "", "authorization policies: scope, action, hits (userspace and kernel)", 0, cmd_policies },
 	{ "check", "SRC DST_IP:PORT", "explain the policy decision (SRC: IP, spiffe://ID or ID@IP)", 2, cmd_check },
 	{ 0 },
@@ -426,6 +682,7 @@ static int handle_opt(int key, const char *arg, void *ctx)
 	switch (key) {
 	case OPT_NODE:
 		snprintf(c->node, sizeof(c->node), "%s", arg);
+		c->node_given = true;
 		return 0;
 	case OPT_OUTPUT:
 		if (strcmp(arg, "json") && strcmp(arg, "table")) {
@@ -440,6 +697,12 @@ static int handle_opt(int key, const char *arg, void *ctx)
 	case OPT_IFNAME:
 		c->ifname = arg;
 		return 0;
+	case OPT_ADMIN:
+		if (cli_parse_hostport(arg, c->admin_ip, &c->admin_port) || !c->admin_port) {
+			fprintf(stderr, "ambientctl: --admin %s: expected IPv4:PORT\n", arg);
+			return -1;
+		}
+		return 0;
 	case OPT_VERSION:
 		printf("ambientctl %s\n", AMBIENTD_VERSION);
 		exit(0);
@@ -452,12 +715,15 @@ static int handle_opt(int key, const char *arg, void *ctx)
 
 int main(int argc, char **argv)
 {
-	struct ctl c = { .bpffs = BPFCTL_DEFAULT_BPFFS };
+	struct ctl c = { .bpffs = BPFCTL_DEFAULT_BPFFS, .admin_ip = "127.0.0.1",
+			 .admin_port = 15000 };
 	const char *env_node = getenv("NODE_NAME");
 	int idx, rest;
 
-	if (env_node && *env_node)
+	if (env_node && *env_node) {
 		snprintf(c.node, sizeof(c.node), "%s", env_node);
+		c.node_given = true;
+	}
 	else
 		gethostname(c.node, sizeof(c.node) - 1);
 	log_threshold = LOG_WARN;

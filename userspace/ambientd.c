@@ -23,11 +23,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "accesslog.h"
+#include "admin.h"
 #include "authz.h"
 #include "bpfctl.h"
 #include "cli.h"
 #include "ca.h"
 #include "config.h"
+#include "configdump.h"
 #include "ctlsock.h"
 #include "daemon.h"
 #include "fsutil.h"
@@ -73,6 +76,11 @@ enum opt_key {
 	OPT_KUBE_CA,
 	OPT_CNI_SOCKET,
 	OPT_PROC_SYS,
+	OPT_METRICS_ADDR,
+	OPT_READY_ADDR,
+	OPT_ADMIN_ADDR,
+	OPT_ACCESS_LOG,
+	OPT_DRAIN_TIMEOUT,
 };
 
 static const struct cli_opt options[] = {
@@ -101,6 +109,11 @@ static const struct cli_opt options[] = {
 	{ "cni-socket", OPT_CNI_SOCKET, "PATH", "with --kube: where the CNI plugin reports new pods (e.g. /run/ambientd/cni.sock)" },
 	{ "proc-sys", OPT_PROC_SYS, "DIR", "where /proc/sys of the node's network namespace is (default /proc/sys)" },
 	{ "log-level", OPT_LOG, "LEVEL", "error|warn|info|debug (default info)" },
+	{ "access-log", OPT_ACCESS_LOG, "FORMAT", "one line per connection on stderr: text (default), json or off" },
+	{ "metrics-addr", OPT_METRICS_ADDR, "IP:PORT", "Prometheus /metrics and /stats/prometheus (default 0.0.0.0:15020; off)" },
+	{ "readiness-addr", OPT_READY_ADDR, "IP:PORT", "GET /healthz/ready (default 0.0.0.0:15021; off)" },
+	{ "admin-addr", OPT_ADMIN_ADDR, "IP:PORT", "admin API, loopback only (default 127.0.0.1:15000; off)" },
+	{ "drain-timeout", OPT_DRAIN_TIMEOUT, "SECONDS", "how long /quitquitquit lets connections finish (default 5)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
 	{ "help", OPT_HELP, NULL, "this help" },
@@ -131,6 +144,7 @@ struct opts {
 	size_t n_svc_nets;
 	bool kube;
 	const char *kube_server, *kube_token, *kube_ca, *cni_socket;
+	struct admin_opts admin;
 };
 
 struct control {
@@ -150,6 +164,9 @@ struct control {
 	struct polmap_ids *pol_ids; /* policy slots of the kernel fast path */
 	bool pol_full_warned;
 	struct kube_source *kube; /* --kube */
+	struct admin *admin; /* operator ports (admin.h) */
+	int pending;	     /* workload addresses not enrolled yet */
+	char cert_problem[512]; /* last certificate problem logged */
 };
 
 static void usage(FILE *f)
@@ -162,12 +179,18 @@ static void usage(FILE *f)
 		"node's enrolled pods with eBPF (tc + sockops) and relays it through\n"
 		"listeners on 15001 (outbound), 15006 (inbound) and 15008 (HBONE).\n"
 		"Enrolled pods are the config's workloads whose `node` is NODE.\n"
+		"Operator ports like ztunnel's: 15020 metrics, 15021 readiness,\n"
+		"15000 admin (localhost; /config_dump, /logging, /quitquitquit,\n"
+		"/connections). See docs/operations.md.\n"
 		"\nOptions:\n");
 	cli_print_options(f, options);
 	fprintf(f,
 		"\nExamples:\n"
 		"  ambientd --node node1 --config /etc/ambientd/config.yaml\n"
 		"  nsenter --net=/run/netns/node1 ambientd -n node1 -c mesh.yaml --exclude-inbound-port 22\n"
+		"  ambientd --node node1 --config mesh.yaml --access-log json --drain-timeout 30\n"
+		"  curl -s http://127.0.0.1:15020/metrics | grep istio_tcp\n"
+		"  curl -s -XPOST http://127.0.0.1:15000/quitquitquit\n"
 		"  ambientd uninstall --node node1\n"
 		"  bpftool map dump pinned /sys/fs/bpf/ambientd/node1/amb_pods\n");
 }
@@ -340,6 +363,41 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		return 0;
 	case OPT_PROC_SYS:
 		sysctl_set_root(arg);
+		return 0;
+	case OPT_METRICS_ADDR:
+	case OPT_READY_ADDR:
+	case OPT_ADMIN_ADDR: {
+		char *ip = key == OPT_METRICS_ADDR ? o->admin.metrics_ip :
+			   key == OPT_READY_ADDR ? o->admin.ready_ip : o->admin.admin_ip;
+		uint16_t *port = key == OPT_METRICS_ADDR ? &o->admin.metrics_port :
+				 key == OPT_READY_ADDR ? &o->admin.ready_port :
+							 &o->admin.admin_port;
+
+		if (cli_parse_hostport(arg, ip, port)) {
+			fprintf(stderr, "ambientd: %s: expected IPv4:PORT (like 127.0.0.1:15000) or off\n",
+				arg);
+			return -1;
+		}
+		/* The admin API can stop the daemon: never off the node. */
+		if (key == OPT_ADMIN_ADDR && *port && strncmp(ip, "127.", 4) != 0) {
+			fprintf(stderr, "ambientd: --admin-addr %s: the admin API binds to a "
+				"loopback address (127.0.0.0/8) only\n", arg);
+			return -1;
+		}
+		return 0;
+	}
+	case OPT_ACCESS_LOG:
+		if (access_log_parse(arg, &access_log_format)) {
+			fprintf(stderr, "ambientd: --access-log %s: expected text, json or off\n", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_DRAIN_TIMEOUT:
+		if (cli_parse_u64(arg, 0, 3600, &v)) {
+			fprintf(stderr, "ambientd: --drain-timeout %s: expected 0..3600 seconds\n", arg);
+			return -1;
+		}
+		o->admin.drain_ms = (unsigned)v * 1000;
 		return 0;
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
@@ -565,6 +623,24 @@ static void policy_sync(struct control *c, const struct state *st)
 	polmap_free(&s.pm);
 }
 
+/*
+ * Local mesh workloads get their certificates when the config arrives (as
+ * ztunnel fetches them), not at their first connection; a problem is logged
+ * once and reported by readiness until it is fixed.
+ */
+static void issue_certificates(struct control *c, const struct state *st)
+{
+	char why[sizeof(c->cert_problem)];
+
+	if (!config_check_certificates(&c->d, st, why, sizeof(why))) {
+		c->cert_problem[0] = '\0';
+		return;
+	}
+	if (strcmp(why, c->cert_problem) != 0)
+		log_warn("%s", why);
+	snprintf(c->cert_problem, sizeof(c->cert_problem), "%s", why);
+}
+
 /* Make the kernel's enrollment match the snapshot; returns pending count. */
 static int reconcile(struct control *c)
 {
@@ -606,6 +682,8 @@ static int reconcile(struct control *c)
 	bpfctl_attach_inbound_all(&c->b);
 	policy_sync(c, st);
 	pending = r->pending;
+	c->pending = pending;
+	issue_certificates(c, st);
 	free(r);
 	state_unref(st);
 	if (c->kube)
@@ -674,6 +752,7 @@ static int on_sock_event(void *ctx, void *data, size_t len)
 	if (len < sizeof(*ev) || ev->type > AMB_SE_CLOSE)
 		return 0;
 	c->sock_events[ev->type]++;
+	admin_sock_event(c->admin, ev);
 	log_debug("sockops: %s %s:%u -> %s:%u state %u->%u srtt=%uus retrans=%u",
 		  ev->type == AMB_SE_OPEN ? "open" :
 		  ev->type == AMB_SE_STATE ? "state" :
@@ -763,8 +842,11 @@ static void list_cert(const struct leaf *leaf, enum leaf_state st, void *arg)
 	if (l->table) {
 		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_before, &tm));
 		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&leaf->not_after, &tm));
-		fprintf(l->out, "%-52s %-32s %-20s %-20s %s\n", leaf->identity,
-			leaf->serial, nb, na, leaf_state_name(st));
+		/* istioctl ztunnel-config certificates' columns. */
+		fprintf(l->out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", leaf->identity,
+			"Leaf", st == LEAF_ACTIVE ? "Available" : st == LEAF_ROTATED ?
+			"Rotated" : "Expired", st == LEAF_EXPIRED ? "false" : "true",
+			leaf->serial, na, nb);
 		return;
 	}
 	fprintf(l->out, "%s{\"identity\":\"%s\",\"serial\":\"%s\","
@@ -1086,9 +1168,20 @@ static int ctl_handle(const char *cmd, FILE *out, void *arg)
 	if (strcmp(cmd, "certificates table") == 0) {
 		struct cert_list l = { .out = out, .table = true };
 
-		fprintf(out, "%-52s %-32s %-20s %-20s %s\n", "IDENTITY", "SERIAL",
-			"NOT_BEFORE", "NOT_AFTER", "STATE");
+		X509 *root = ca_root_cert(c->d.ca);
+		struct tm tb = { 0 }, ta = { 0 };
+		char nb[32], na[32];
+
+		fprintf(out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", "CERTIFICATE NAME",
+			"TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER",
+			"NOT BEFORE");
 		certstore_for_each(c->d.certs, time(NULL), list_cert, &l);
+		ASN1_TIME_to_tm(X509_get0_notBefore(root), &tb);
+		ASN1_TIME_to_tm(X509_get0_notAfter(root), &ta);
+		strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", &tb);
+		strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", &ta);
+		fprintf(out, "%-52s %-5s %-10s %-10s %-32s %-20s %s\n", "ambientd root CA",
+			"Root", "Available", "true", "-", na, nb);
 		return 0;
 	}
 	if (strcmp(cmd, "kube") == 0 && c->kube) {
@@ -1222,6 +1315,11 @@ static int start_kube(struct control *c)
 	return 0;
 }
 
+static void stop_loop(void *loop)
+{
+	loop_stop(loop);
+}
+
 static int run(struct control *c)
 {
 	struct bpfctl_cidr nets[MAX_EXCLUDES * 2];
@@ -1232,6 +1330,7 @@ static int run(struct control *c)
 	int fd, rc, ret = 1;
 
 	log_set_tag(c->o.node);
+	access_log_set_node(c->o.node);
 	rc = load_config(c, &changed, err, sizeof(err));
 	if (rc) {
 		log_error("config rejected: %s", err);
@@ -1311,6 +1410,14 @@ static int run(struct control *c)
 		c->ctl_path[0] = '\0';
 	}
 
+	{
+		struct admin_ctx actx = { .d = &c->d, .b = &c->b, .loop = c->loop,
+					  .pending = &c->pending, .stop = stop_loop,
+					  .stop_arg = c->loop };
+
+		if (admin_start(&actx, &c->o.admin, &c->admin))
+			goto out_loop;
+	}
 	schedule_retry(c, reconcile(c));
 	rc = bpfctl_attach_cgroup(&c->b, c->o.cgroup);
 	if (rc) {
@@ -1325,6 +1432,8 @@ static int run(struct control *c)
 out_loop:
 	kube_source_stop(c->kube);
 	c->kube = NULL;
+	admin_free(c->admin);
+	c->admin = NULL;
 	if (c->ctl_path[0])
 		unlink(c->ctl_path);
 	ring_buffer__free(c->ring);
@@ -1378,6 +1487,14 @@ int main(int argc, char **argv)
 				    .outlier_failures = LB_DEFAULT_OUTLIER_FAILURES,
 				    .base_ejection_ms = LB_DEFAULT_BASE_EJECTION_MS,
 				    .max_ejection_ms = LB_DEFAULT_MAX_EJECTION_MS };
+	/* ztunnel's ports (DESIGN.md §6). */
+	strcpy(c->o.admin.metrics_ip, "0.0.0.0");
+	c->o.admin.metrics_port = 15020;
+	strcpy(c->o.admin.ready_ip, "0.0.0.0");
+	c->o.admin.ready_port = 15021;
+	strcpy(c->o.admin.admin_ip, "127.0.0.1");
+	c->o.admin.admin_port = 15000;
+	c->o.admin.drain_ms = ADMIN_DEFAULT_DRAIN_MS;
 	c->o.workers = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (c->o.workers < 1)
 		c->o.workers = 1;

@@ -23,7 +23,7 @@
 #include "rtnl.h"
 #include "sockops.skel.h"
 
-#define LINK_PIN "amb_sockops_lnk"
+#define LINK_PIN BPFCTL_LINK_PIN
 
 static const char *const reason_names[AMB_R_MAX] = {
 	[AMB_R_ASSIGN_ESTABLISHED] = "assign_established",
@@ -238,7 +238,7 @@ void bpfctl_close(struct bpfctl *b)
 	b->redir = NULL;
 }
 
-static uint32_t prog_id_of(int fd)
+uint32_t bpfctl_prog_id(int fd)
 {
 	struct bpf_prog_info info = {};
 	__u32 len = sizeof(info);
@@ -294,7 +294,7 @@ uint32_t bpfctl_tc_prog_id(int ifindex)
 /* Attach prog_fd on ifindex unless it is already what our slot runs. */
 static int tc_ensure(int ifindex, int prog_fd)
 {
-	uint32_t want = prog_id_of(prog_fd);
+	uint32_t want = bpfctl_prog_id(prog_fd);
 
 	if (want && bpfctl_tc_prog_id(ifindex) == want)
 		return 0;

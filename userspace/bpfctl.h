@@ -43,6 +43,8 @@ struct bpfctl {
 };
 
 #define BPFCTL_DEFAULT_BPFFS "/sys/fs/bpf"
+/* Pin of the sockops program's cgroup link. */
+#define BPFCTL_LINK_PIN "amb_sockops_lnk"
 
 /* Node names become directory names: [A-Za-z0-9._-], 1..63 chars. */
 bool bpfctl_node_name_valid(const char *node);
@@ -60,6 +62,8 @@ void bpfctl_close(struct bpfctl *b);
 int bpfctl_tc_attach(int ifindex, int prog_fd);
 /* Remove our tc ingress filter from ifindex; never the qdisc. */
 int bpfctl_tc_detach(int ifindex);
+/* The kernel's id of a program fd, 0 if it is none. */
+uint32_t bpfctl_prog_id(int fd);
 /* id of the program in our filter slot on ifindex, 0 if none. */
 uint32_t bpfctl_tc_prog_id(int ifindex);
 

@@ -92,3 +92,27 @@ int cli_parse_cidr(const char *s, uint32_t *addr, uint8_t *prefixlen)
 		*addr &= htonl(len ? ~0u << (32 - len) : 0);
 	return 0;
 }
+
+int cli_parse_hostport(const char *s, char *ip, uint16_t *port)
+{
+	const char *colon = strrchr(s, ':');
+	struct in_addr a;
+	uint64_t p;
+	char buf[16];
+
+	if (strcmp(s, "off") == 0) {
+		ip[0] = '\0';
+		*port = 0;
+		return 0;
+	}
+	if (!colon || colon == s || (size_t)(colon - s) >= sizeof(buf) ||
+	    cli_parse_u64(colon + 1, 1, 65535, &p))
+		return -EINVAL;
+	memcpy(buf, s, (size_t)(colon - s));
+	buf[colon - s] = '\0';
+	if (inet_pton(AF_INET, buf, &a) != 1)
+		return -EINVAL;
+	strcpy(ip, buf);
+	*port = (uint16_t)p;
+	return 0;
+}

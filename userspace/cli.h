@@ -26,6 +26,11 @@ void cli_print_options(FILE *f, const struct cli_opt *opts);
 
 /* Strict unsigned parse: whole string, base 10 (0x for hex), in [min,max]. */
 int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/*
+ * "a.b.c.d:port" into ip (at least 16 bytes, dotted quad) and port
+ * (1..65535), or "off" into ip "" and port 0. 0 or -EINVAL.
+ */
+int cli_parse_hostport(const char *s, char *ip, uint16_t *port);
 /* "a.b.c.d" or "a.b.c.d/len" into network-order addr and prefix length. */
 int cli_parse_cidr(const char *s, uint32_t *addr, uint8_t *prefixlen);
 

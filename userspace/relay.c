@@ -78,6 +78,7 @@ struct relay {
 	void *arg;
 	bool (*connect_failed)(struct relay *r, int err, void *arg);
 	void (*connected)(struct relay *r, void *arg);
+	struct relay_meter *meters[RELAY_METERS];
 };
 
 /* ---- per-thread buffer pool ---- */
@@ -399,6 +400,14 @@ static bool dir_try_fin(struct relay *r, struct relay_dir *d, int dst_idx)
 	return true;
 }
 
+static void meter_add(struct relay *r, int di, size_t n)
+{
+	for (int i = 0; i < RELAY_METERS && r->meters[i]; i++)
+		atomic_fetch_add_explicit(di == DIR_UP ? &r->meters[i]->up :
+							 &r->meters[i]->down,
+					  n, memory_order_relaxed);
+}
+
 /*
  * Moves bytes of direction `di` until neither reading nor writing makes
  * progress (or RELAY_PUMP_ROUNDS). Each read asks for all free room in the
@@ -429,6 +438,7 @@ static void pump(struct relay *r, int di)
 			} else {
 				d->off += n;
 				d->bytes += n;
+				meter_add(r, di, (size_t)n);
 				progress = true;
 				/* A short write means the sink is full; skip the EAGAIN. */
 				write_blocked = (size_t)n < want;
@@ -547,6 +557,7 @@ int relay_start(struct loop *l, struct relay_end *down, struct relay_end *up,
 		r->arg = opts->arg;
 		r->connect_failed = opts->connect_failed;
 		r->connected = opts->connected;
+		memcpy(r->meters, opts->meters, sizeof(r->meters));
 	}
 	down->relay = r;
 	up->relay = r;

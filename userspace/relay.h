@@ -16,6 +16,7 @@
 #ifndef AMBIENTD_RELAY_H
 #define AMBIENTD_RELAY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,19 @@ struct relay_summary {
 typedef void (*relay_done_cb)(struct relay *r, const struct relay_summary *s,
 			      void *arg);
 
+/*
+ * Byte counters a relay adds to after every successful write to an end, so
+ * metrics show long connections progressing (up: downstream -> upstream,
+ * down: upstream -> downstream). Only the relay's thread adds; any thread
+ * may read them (relaxed atomics). The memory belongs to the caller and
+ * must outlive the relay.
+ */
+struct relay_meter {
+	_Atomic uint64_t up;
+	_Atomic uint64_t down;
+};
+#define RELAY_METERS 2
+
 struct relay_opts {
 	size_t buf_size;       /* per-direction buffer bound, default 64 KiB */
 	relay_done_cb done;    /* called exactly once, before the relay is freed */
@@ -71,6 +85,7 @@ struct relay_opts {
 	bool (*connect_failed)(struct relay *r, int err, void *arg);
 	/* Optional: the upstream connected (the relay is now OPEN). */
 	void (*connected)(struct relay *r, void *arg);
+	struct relay_meter *meters[RELAY_METERS]; /* NULL: unused slot */
 };
 
 /*

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "relay.h"
 #include "state.h"
+#include "telemetry.h"
 #include "worker.h"
 
 #define MAX_IDS 8
@@ -43,8 +44,7 @@
 struct svc_conn {
 	struct worker *w;
 	struct conn *c;
-	int down_fd;	    /* the client, until the relay owns it */
-	struct relay *relay;
+	int down_fd;	    /* the client, until the relay owns it (c->relay) */
 	struct state *st;   /* until connected: svc and ep point into it */
 	const struct service *svc;
 	const struct workload *src_wl;
@@ -113,11 +113,14 @@ static void svc_connected(struct relay *r, void *arg)
 
 static bool svc_connect_failed(struct relay *r, int err, void *arg);
 
-/* Give up before a relay exists: reset the client, count out, free. */
-static void abandon(struct svc_conn *sc)
+/* Give up before a relay exists: reset the client, record, count out,
+ * free. err: positive errno (EACCES here is a policy denial). */
+static void abandon(struct svc_conn *sc, int err)
 {
 	struct conn *c = sc->c;
 
+	conn_tel_fail(c, err == EACCES ? AMB_F_DENY : amb_flag_from_dial(err), err,
+		      err == EACCES ? "policy denied the service endpoint" : NULL);
 	reset_close(sc->down_fd);
 	service_conn_done(c, true);
 	free(c);
@@ -134,7 +137,7 @@ static void up_ready(struct svc_conn *sc, struct relay_end *up, int err)
 				   .connected = svc_connected };
 	struct relay_end *down;
 
-	if (sc->relay) {
+	if (sc->c->relay) {
 		/* A retry the relay is waiting for. */
 		if (err) {
 			char name[600];
@@ -144,31 +147,32 @@ static void up_ready(struct svc_conn *sc, struct relay_end *up, int err)
 				 strerror(err));
 			lb_report(sc->svc, sc->pick.ep, false, &w->d->lb,
 				  loop_now_ms(w->loop));
-			relay_abort(sc->relay); /* conn_done frees sc */
+			relay_abort(sc->c->relay); /* conn_done frees sc */
 			return;
 		}
-		relay_retry_upstream(sc->relay, up);
+		relay_retry_upstream(sc->c->relay, up);
 		return;
 	}
 	if (err) {
 		/* No relay yet (the connect ran before it): retry from here
 		 * the way the relay would have asked. */
 		if (!svc_connect_failed(NULL, err, sc->c))
-			abandon(sc);
+			abandon(sc, err);
 		return;
 	}
 	err = -relay_end_tcp_new(w->loop, sc->down_fd, &down);
 	if (err) {
 		up->ops->abort(up);
-		abandon(sc);
+		abandon(sc, err);
 		return;
 	}
+	conn_tel_meters(sc->c, opts.meters);
 	atomic_fetch_add(&w->live, 1);
-	err = relay_start(w->loop, down, up, true, &opts, &sc->relay);
+	/* The out pointer is written before the relay can run: nothing of
+	 * sc may be touched after this call. */
+	err = relay_start(w->loop, down, up, true, &opts, &sc->c->relay);
 	if (err)
 		conn_start_failed(sc->c, err);
-	else
-		sc->c->relay = sc->relay;
 }
 
 static void stream_ready(void *arg, struct relay_end *up, int err)
@@ -287,17 +291,43 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 	return true;
 }
 
-/* Refuse the client (reset) with a logged reason. */
+/* Refuse the client (reset) with a logged reason; what: static text. */
 static void refuse(struct worker *w, struct conn *c, int fd,
-		   const struct service *svc, const char *why)
+		   const struct workload *src_wl, const struct service *svc,
+		   const char *why, const char *what)
 {
+	struct tel_desc td = { .src_wl = src_wl, .report_source = true };
 	char name[600], a[32], b[32];
 
 	svc_name(svc, name, sizeof(name));
 	log_info("service %s %s -> %s: refused: %s", name, ip_str(&c->src, a),
 		 ip_str(&c->dst, b), why);
+	conn_tel_begin(c, &td);
+	conn_tel_fail(c, AMB_F_CONNECT, ECONNREFUSED, what);
 	reset_close(fd);
 	free(c);
+}
+
+/* Telemetry as the source's tunnel; the chosen endpoint is the peer. */
+static void tel_begin(struct svc_conn *sc)
+{
+	const struct workload *wl = sc->pick.wl;
+	bool local = wl->node && strcmp(wl->node, sc->w->d->node) == 0;
+	bool mesh = wl->protocol == WL_PROTO_HBONE;
+	struct tel_desc td = {
+		.src_wl = sc->src_wl,
+		.dst_wl = wl,
+		.hbone = mesh && !local,
+		.report_source = true,
+		.report_destination = mesh && local,
+	};
+	char id[SPIFFE_ID_MAX];
+
+	td.mtls = td.hbone || (td.report_destination && sc->src_wl &&
+			       sc->src_wl->protocol == WL_PROTO_HBONE);
+	if (td.mtls && sc->src_wl && !workload_identity(sc->src_wl, id, sizeof(id)))
+		td.src_principal = id;
+	conn_tel_begin(sc->c, &td);
 }
 
 void service_outbound(struct worker *w, struct conn *c, int fd,
@@ -311,13 +341,15 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 	rc = lb_pick(svc, port, src_wl, NULL, &w->d->lb, loop_now_ms(w->loop),
 		     worker_rand(w), &pick);
 	if (rc == -EPROTO) {
-		refuse(w, c, fd, svc, "port not exposed by the service");
+		refuse(w, c, fd, src_wl, svc, "port not exposed by the service",
+		       "service port not exposed");
 		return;
 	}
 	if (rc) {
 		if (svc->lb)
 			atomic_fetch_add(&svc->lb->refused_no_endpoint, 1);
-		refuse(w, c, fd, svc, "no healthy endpoint");
+		refuse(w, c, fd, src_wl, svc, "no healthy endpoint",
+		       "no healthy service endpoint");
 		return;
 	}
 	if (svc->max_connections && svc->lb &&
@@ -327,7 +359,7 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 		atomic_fetch_add(&svc->lb->refused_limit, 1);
 		snprintf(why, sizeof(why), "connection limit (%u) reached",
 			 svc->max_connections);
-		refuse(w, c, fd, svc, why);
+		refuse(w, c, fd, src_wl, svc, why, "service connection limit");
 		return;
 	}
 	sc = calloc(1, sizeof(*sc));
@@ -361,10 +393,11 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 	}
 	ep_hold(sc);
 	c->svc = sc;
+	tel_begin(sc);
 	rc = attempt(sc);
 	if (rc == 0)
 		return;
 	if (rc != -EACCES && svc_connect_failed(NULL, -rc, c))
 		return; /* retrying on another endpoint */
-	abandon(sc);
+	abandon(sc, -rc);
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "ambientd/bpf_shared.h"
+#include "authz.h"
 #include "ca.h"
 #include "connector.h"
 #include "daemon.h"
@@ -408,6 +409,7 @@ static void outbound_fail(struct outbound *o, int err)
 
 	log_info("hbone %s -> %s: %s", ip_str(&o->c->src, a), ip_str(&o->c->dst, b),
 		 strerror(err));
+	conn_tel_fail(o->c, amb_flag_from_dial(err), err, NULL);
 	reset_close(o->fd);
 	free(o->c);
 	free(o);
@@ -432,9 +434,10 @@ static void outbound_stream(void *arg, struct relay_end *up, int err)
 		return;
 	}
 	atomic_fetch_add(&w->live, 1);
+	conn_tel_meters(o->c, opts.meters);
 	/* The stream end reports "connected" on 200 and the mapped error
 	 * otherwise; the relay resets the client then. */
-	err = relay_start(w->loop, down, up, true, &opts, NULL);
+	err = relay_start(w->loop, down, up, true, &opts, &o->c->relay);
 	if (err)
 		conn_start_failed(o->c, err);
 	free(o);
@@ -449,6 +452,7 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 	int err;
 
 	if (!o) {
+		conn_tel_fail(c, AMB_F_INTERNAL, ENOMEM, NULL);
 		reset_close(fd);
 		free(c);
 		return;
@@ -456,6 +460,12 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 	o->w = w;
 	o->c = c;
 	o->fd = fd;
+	/* A source without a workload has no identity to present. */
+	if (!src_wl) {
+		conn_tel_flag(c, AMB_F_NO_IDENTITY, "source is not a workload");
+		outbound_fail(o, EACCES);
+		return;
+	}
 	if (workload_identity(dst_wl, id, sizeof(id))) {
 		outbound_fail(o, EINVAL);
 		return;
@@ -477,7 +487,59 @@ struct inbound {
 	 * to it. */
 	unsigned pending;
 	bool closed;
+	struct inbound *prev, *next; /* on w->inbounds while hc is live */
 };
+
+static void inbound_link(struct inbound *in)
+{
+	struct worker *w = in->w;
+
+	in->prev = NULL;
+	in->next = w->inbounds;
+	if (w->inbounds)
+		w->inbounds->prev = in;
+	w->inbounds = in;
+}
+
+static void inbound_unlink(struct inbound *in)
+{
+	if (in->prev)
+		in->prev->next = in->next;
+	else if (in->w->inbounds == in)
+		in->w->inbounds = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	in->prev = in->next = NULL;
+}
+
+/* Telemetry for one CONNECT on this inbound connection (reporter
+ * destination; the caller's verified identity is the source principal). */
+static void inbound_tel_begin(struct inbound *in, struct conn *c,
+			      const struct workload *dst_wl)
+{
+	struct tel_desc d = {
+		.src_wl = state_workload_by_ip(in->w->state, in->src.sin_addr.s_addr),
+		.dst_wl = dst_wl,
+		.src_principal = in->peer_id[0] ? in->peer_id : NULL,
+		.mtls = true,
+		.hbone = true,
+		.report_destination = true,
+	};
+
+	conn_tel_begin(c, &d);
+}
+
+/* A CONNECT refused before any relay: count and log it. */
+static void inbound_tel_reject(struct inbound *in, const struct sockaddr_in *target,
+			       const struct workload *dst_wl, enum amb_flag flag,
+			       int err, const char *why)
+{
+	struct conn c = { .w = in->w, .kind = LISTEN_HBONE, .route = ROUTE_LOCAL,
+			  .src = in->src, .dst = target ? *target : in->dst };
+
+	inbound_tel_begin(in, &c, dst_wl);
+	conn_tel_fail(&c, flag, err, why);
+}
 
 static void inbound_put(struct inbound *in)
 {
@@ -509,7 +571,6 @@ static void pending_connected(int fd, int err, void *arg)
 	struct inbound *in = p->in;
 	struct worker *w = in->w;
 	struct relay_end *down, *up;
-	struct relay *r;
 	struct conn *c;
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 
@@ -519,6 +580,9 @@ static void pending_connected(int fd, int err, void *arg)
 
 		snprintf(why, sizeof(why), "(upstream connect: %s)", strerror(err));
 		inbound_log(in, &p->target, 503, why);
+		inbound_tel_reject(in, &p->target,
+				   state_workload_by_ip(w->state, p->target.sin_addr.s_addr),
+				   amb_flag_from_dial(err), err, NULL);
 		hb_stream_respond(p->req, 503);
 		free(p);
 		inbound_put(in);
@@ -528,11 +592,7 @@ static void pending_connected(int fd, int err, void *arg)
 	if (!c || hb_stream_accept(p->req, &down)) {
 		close(fd);
 		hb_stream_respond(p->req, 503);
-		goto out;
-	}
-	if (relay_end_tcp_new(w->loop, fd, &up)) {
-		close(fd);
-		down->ops->abort(down);
+		inbound_tel_reject(in, &p->target, NULL, AMB_F_INTERNAL, ENOMEM, NULL);
 		goto out;
 	}
 	c->w = w;
@@ -540,21 +600,29 @@ static void pending_connected(int fd, int err, void *arg)
 	c->route = ROUTE_LOCAL;
 	c->src = in->src;
 	c->dst = p->target;
+	inbound_tel_begin(in, c, state_workload_by_ip(w->state, p->target.sin_addr.s_addr));
+	if (relay_end_tcp_new(w->loop, fd, &up)) {
+		close(fd);
+		down->ops->abort(down);
+		conn_tel_fail(c, AMB_F_INTERNAL, ENOMEM, NULL);
+		goto out;
+	}
 	opts.arg = c;
 	if (conn_police(c, in->peer_id)) {
 		up->ops->abort(up);
 		down->ops->abort(down);
+		conn_tel_fail(c, AMB_F_INTERNAL, ENOMEM, NULL);
 		goto out;
 	}
 	inbound_log(in, &p->target, 200, NULL);
 	/* 200 only now that the pod accepted the connection. */
 	hb_stream_respond(p->req, 200);
 	atomic_fetch_add(&w->live, 1);
-	err = relay_start(w->loop, down, up, false, &opts, &r);
+	conn_tel_meters(c, opts.meters);
+	/* c->relay is set before anything can finish the relay (and free c). */
+	err = relay_start(w->loop, down, up, false, &opts, &c->relay);
 	if (err)
 		conn_start_failed(c, err);
-	else
-		c->relay = r;
 	c = NULL;
 out:
 	free(c);
@@ -585,6 +653,8 @@ static int parse_authority(const char *s, struct sockaddr_in *out)
 
 static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_req *req)
 {
+	struct authz_result res;
+	char why[600];
 	struct inbound *in = arg;
 	struct worker *w = in->w;
 	const struct workload *wl;
@@ -598,24 +668,36 @@ static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_r
 	if (parse_authority(req->authority, &target) ||
 	    target.sin_addr.s_addr != in->dst.sin_addr.s_addr) {
 		inbound_log(in, NULL, 400, req->authority);
+		inbound_tel_reject(in, NULL, NULL, AMB_F_BAD_REQUEST, EINVAL,
+				   "CONNECT authority is not this pod");
 		hb_stream_respond(req, 400);
 		return;
 	}
 	wl = state_workload_by_ip(w->state, target.sin_addr.s_addr);
 	if (!wl || !wl->node || strcmp(wl->node, w->d->node) != 0) {
 		inbound_log(in, &target, 503, "(unknown workload)");
+		inbound_tel_reject(in, &target, wl, AMB_F_NO_WORKLOAD, 0,
+				   "not a workload of this node");
 		hb_stream_respond(req, 503);
 		return;
 	}
 	if (!worker_authorize(w, wl, in->peer_id, &in->src, &target,
-			      "hbone inbound", NULL)) {
+			      "hbone inbound", &res)) {
 		inbound_log(in, &target, 401, "(denied by policy)");
+		if (res.policy)
+			snprintf(why, sizeof(why), "denied by policy %s/%s",
+				 res.policy->namespace, res.policy->name);
+		else
+			snprintf(why, sizeof(why), "denied: %s",
+				 authz_reason_name(res.reason));
+		inbound_tel_reject(in, &target, wl, AMB_F_DENY, EACCES, why);
 		hb_stream_respond(req, 401);
 		return;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		hb_stream_respond(req, 503);
+		inbound_tel_reject(in, &target, wl, AMB_F_INTERNAL, ENOMEM, NULL);
 		return;
 	}
 	p->in = in;
@@ -628,6 +710,7 @@ static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_r
 		in->pending++;
 	else {
 		inbound_log(in, &target, 503, strerror(-err));
+		inbound_tel_reject(in, &target, wl, amb_flag_from_dial(-err), -err, NULL);
 		hb_stream_respond(req, 503);
 		free(p);
 	}
@@ -638,6 +721,7 @@ static void inbound_observe(void *arg, struct hb_conn *hc, enum hb_conn_event ev
 	struct inbound *in = arg;
 
 	if (ev == HB_CONN_EV_CLOSED) {
+		inbound_unlink(in);
 		in->closed = true;
 		in->hc = NULL;
 		inbound_put(in);
@@ -682,6 +766,7 @@ static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, voi
 		BN_free(bn);
 	}
 	hb_conn_set_observer(in->hc, inbound_observe, in);
+	inbound_link(in);
 }
 
 void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
@@ -724,6 +809,13 @@ int tunnel_worker_init(struct worker *w)
 
 	w->pool = pool_new(w->loop, &opts);
 	return w->pool ? 0 : -ENOMEM;
+}
+
+void tunnel_worker_drain(struct worker *w)
+{
+	for (struct inbound *in = w->inbounds; in; in = in->next)
+		if (in->hc)
+			hb_conn_drain(in->hc);
 }
 
 void tunnel_worker_fini(struct worker *w)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ambientd/bpf_shared.h"
+#include "accesslog.h"
 #include "authz.h"
 #include "ca.h"
 #include "lb.h"
@@ -110,6 +111,7 @@ static void worker_refresh_state(struct loop *l, void *arg)
 	uint64_t gen = atomic_load(&w->d->state_gen);
 	struct state *old;
 
+	tel_worker_service(w); /* requests from the control thread */
 	if (gen == w->state_gen)
 		return;
 	old = w->state;
@@ -280,7 +282,8 @@ static void worker_recheck(struct worker *w)
 			 listener_info[c->kind].name, ip_str(&c->src, a),
 			 c->identity ? c->identity : "plaintext",
 			 ip_str(&c->dst, b), decided_by(&r, why, sizeof(why)));
-		relay_abort(c->relay); /* conn_done frees c */
+		conn_tel_flag(c, AMB_F_DENY, why);
+		relay_abort(c->relay); /* conn_done records and frees c */
 	}
 }
 
@@ -311,6 +314,7 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 	char a[32], b[32];
 	enum log_level lvl = s->result == RELAY_OK ? LOG_DEBUG : LOG_INFO;
 
+	conn_tel_end(c, s);
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
 	if (c->svc)
@@ -330,6 +334,7 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 void conn_start_failed(struct conn *c, int err)
 {
 	log_warn("relay start failed: %s", strerror(-err));
+	conn_tel_fail(c, AMB_F_INTERNAL, -err, "relay start failed");
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
 	if (c->svc)
@@ -361,13 +366,16 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 {
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 	socklen_t len = sizeof(struct sockaddr_in);
-	char a[32], b[32], wa[128], wb[128], id[SPIFFE_ID_MAX];
+	char a[32], b[32], wa[128], wb[128], id[SPIFFE_ID_MAX], why[600];
 	const struct workload *swl, *dwl;
 	const char *caller = NULL;
 	bool police = false;
-	struct relay *r;
+	struct tel_desc td = { 0 };
+	struct authz_result res;
+	enum amb_flag flag = AMB_F_INTERNAL;
+	const char *detail = NULL;
 	struct conn *c;
-	int up, err;
+	int up, err = 0;
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -425,6 +433,24 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 		  workload_label(w->state, c->dst.sin_addr.s_addr, wb, sizeof(wb)),
 		  route_name(c->route));
 
+	/* Who reports it: the source's tunnel for a captured pod's egress,
+	 * the destination's for delivery into a local mesh pod. */
+	td.src_wl = swl;
+	td.dst_wl = dwl;
+	td.report_source = kind == LISTEN_OUTBOUND;
+	td.report_destination = kind == LISTEN_INBOUND ||
+				(c->route == ROUTE_LOCAL && dwl &&
+				 dwl->protocol == WL_PROTO_HBONE);
+	td.hbone = c->route == ROUTE_HBONE;
+	td.mtls = td.hbone || (kind == LISTEN_OUTBOUND && c->route == ROUTE_LOCAL &&
+			       swl && swl->protocol == WL_PROTO_HBONE && dwl &&
+			       dwl->protocol == WL_PROTO_HBONE);
+	if (kind == LISTEN_OUTBOUND && swl &&
+	    !workload_identity(swl, id, sizeof(id)))
+		caller = id;
+	td.src_principal = td.mtls ? caller : NULL;
+	conn_tel_begin(c, &td);
+
 	if (c->route == ROUTE_HBONE) {
 		tunnel_outbound(w, c, fd, swl, dwl);
 		return;
@@ -433,34 +459,39 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 	 * make for a remote caller (plaintext on 15006; the source pod's
 	 * identity on the same-node shortcut). */
 	if (c->route == ROUTE_LOCAL && dwl && dwl->protocol == WL_PROTO_HBONE) {
-		if (kind == LISTEN_OUTBOUND && swl &&
-		    !workload_identity(swl, id, sizeof(id)))
-			caller = id;
 		if (!worker_authorize(w, dwl, caller, &c->src, &c->dst,
 				      kind == LISTEN_INBOUND ? "inbound" : "local",
-				      NULL))
+				      &res)) {
+			flag = AMB_F_DENY;
+			err = EACCES;
+			detail = decided_by(&res, why, sizeof(why));
 			goto fail; /* the caller sees a reset */
+		}
 		police = true;
 	}
 	up = sock_connect_as(&c->src, &c->dst);
 	if (up < 0) {
 		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
 			 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(-up));
+		flag = amb_flag_from_dial(-up);
+		err = -up;
 		goto fail;
 	}
 	if (police && conn_police(c, caller)) {
 		close(up);
+		err = ENOMEM;
 		goto fail;
 	}
 	opts.arg = c;
+	conn_tel_meters(c, opts.meters);
 	atomic_fetch_add(&w->live, 1);
-	err = relay_start_tcp(w->loop, fd, up, true, &opts, &r);
+	/* c->relay is set before anything can finish the relay (and free c). */
+	err = relay_start_tcp(w->loop, fd, up, true, &opts, &c->relay);
 	if (err)
 		conn_start_failed(c, err); /* the relay reset both fds */
-	else
-		c->relay = r;
 	return;
 fail:
+	conn_tel_fail(c, flag, err, detail);
 	free(c);
 	reset_close(fd);
 }
@@ -478,6 +509,16 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 				log_warn("%s: accept: %s",
 					 listener_info[ls->kind].name,
 					 strerror(errno));
+			if (errno == EINVAL) {
+				/* Not listening anymore (destroyed from outside,
+				 * e.g. `ss -K`): stop watching it, or its HUP
+				 * would spin the loop. Readiness reports it. */
+				log_error("%s listener on %u is not listening "
+					  "anymore; restart ambientd to recover",
+					  listener_info[ls->kind].name,
+					  listener_info[ls->kind].port);
+				loop_io_update(l, io, 0);
+			}
 			return;
 		}
 		handle_accepted(ls->w, ls->kind, fd);
@@ -531,6 +572,7 @@ static void worker_free(struct worker *w)
 	tunnel_worker_fini(w);
 	loop_free(w->loop);
 	state_unref(w->state);
+	tel_worker_fini(w);
 	free(w);
 }
 
@@ -554,7 +596,7 @@ static struct worker *worker_new(struct daemon *d, int id)
 	w->state = daemon_state_get(d);
 	w->state_gen = atomic_load(&d->state_gen);
 	loop_set_wake_hook(w->loop, worker_refresh_state, w);
-	if (tunnel_worker_init(w))
+	if (tel_worker_init(w) || tunnel_worker_init(w))
 		goto fail;
 	for (int k = 0; k < LISTEN_KINDS; k++) {
 		fd = listen_transparent(listener_info[k].port, d->reuseport);
@@ -574,10 +616,51 @@ static struct worker *worker_new(struct daemon *d, int id)
 			goto fail;
 		}
 	}
+	atomic_store(&w->listening, true);
 	return w;
 fail:
 	worker_free(w);
 	return NULL;
+}
+
+void worker_stop_listening(struct worker *w)
+{
+	/* First: the control thread stops looking at the fds. */
+	atomic_store(&w->listening, false);
+	for (int k = 0; k < LISTEN_KINDS; k++) {
+		if (w->lst[k].io.fd < 0)
+			continue;
+		loop_io_stop(w->loop, &w->lst[k].io);
+		close(w->lst[k].io.fd);
+		w->lst[k].io.fd = -1;
+	}
+}
+
+int workers_check_listeners(struct daemon *d, char *why, size_t len)
+{
+	for (int i = 0; i < d->n_workers; i++) {
+		struct worker *w = d->workers[i];
+
+		if (!atomic_load(&w->listening)) {
+			snprintf(why, len, "worker %d stopped listening (draining)", i);
+			return -ESHUTDOWN;
+		}
+		for (int k = 0; k < LISTEN_KINDS; k++) {
+			int on = 0;
+			socklen_t sl = sizeof(on);
+
+			/* The fds stay open while the worker runs; only the
+			 * drain closes them, after clearing `listening`. */
+			if (getsockopt(w->lst[k].io.fd, SOL_SOCKET, SO_ACCEPTCONN,
+				       &on, &sl) < 0 || !on) {
+				snprintf(why, len, "listener %u (%s) of worker %d is "
+					 "not listening", listener_info[k].port,
+					 listener_info[k].name, i);
+				return -ENOTCONN;
+			}
+		}
+	}
+	return 0;
 }
 
 int workers_start(struct daemon *d, int n)

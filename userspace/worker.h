@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "loop.h"
+#include "telemetry.h"
 
 struct daemon;
 struct relay;
@@ -22,6 +23,7 @@ struct pool;
 struct authz_result;
 struct service;
 struct svc_conn;
+struct inbound;
 
 enum listener_kind {
 	LISTEN_OUTBOUND, /* 15001: captured pod egress */
@@ -62,6 +64,12 @@ struct worker {
 	 * when a new snapshot arrives. */
 	struct conn *policed;
 	uint64_t rng; /* xorshift state: lock-free randomness for balancing */
+	/* Telemetry: label-set counters, live connections, mailbox. */
+	struct tel_worker *tel;
+	/* Accepted HBONE connections (tunnel.c), for GOAWAY on drain. */
+	struct inbound *inbounds;
+	/* Listeners open (cleared by worker_stop_listening()). */
+	atomic_bool listening;
 };
 
 /* A pseudo-random number from the worker's own generator. */
@@ -90,6 +98,7 @@ struct conn {
 	/* Service connections: the balancing context (service.c), freed
 	 * with the conn. */
 	struct svc_conn *svc;
+	struct conn_tel tel; /* metrics and access log (telemetry.h) */
 };
 
 /*
@@ -121,9 +130,18 @@ void reset_close(int fd);
 const char *ip_str(const struct sockaddr_in *a, char *buf);
 const char *route_name(enum route_kind r);
 
+/* Close this worker's listeners (drain): new connections are refused.
+ * Worker thread only. */
+void worker_stop_listening(struct worker *w);
+/* Control thread: 0 when every worker's listeners are listening, else
+ * -errno and a sentence in why. */
+int workers_check_listeners(struct daemon *d, char *why, size_t len);
+
 /* tunnel.c */
 int tunnel_worker_init(struct worker *w);
 void tunnel_worker_fini(struct worker *w);
+/* GOAWAY on every accepted HBONE connection: peers open no new streams. */
+void tunnel_worker_drain(struct worker *w);
 /* Outbound to a remote HBONE workload; takes fd and c. */
 void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 		     const struct workload *src_wl, const struct workload *dst_wl);

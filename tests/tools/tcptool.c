@@ -52,6 +52,7 @@ struct opts {
 	unsigned int count;
 	int timeout_ms;
 	uint64_t seed;
+	uint64_t rate; /* send: bytes per second, 0 = as fast as possible */
 	bool once;
 };
 
@@ -283,11 +284,25 @@ static int write_stream(int fd, uint64_t seed, uint64_t bytes, struct digest *d)
 	struct gen g;
 	int r;
 
+	uint64_t sent = 0;
+	double t0 = now_s();
+
 	if (!buf && !(buf = malloc(IO_CHUNK)))
 		return -ENOMEM;
 	gen_init(&g, seed);
 	while (bytes) {
 		size_t n = bytes < IO_CHUNK ? bytes : IO_CHUNK;
+
+		if (o.rate) {
+			/* Paced: ten chunks a second, each after its time. */
+			double due = t0 + (double)sent / (double)o.rate;
+
+			if (n > o.rate / 10 + 1)
+				n = o.rate / 10 + 1;
+			if (due > now_s())
+				usleep((useconds_t)((due - now_s()) * 1e6));
+			sent += n;
+		}
 
 		gen_fill(&g, buf, n);
 		digest_update(d, buf, n);
@@ -979,7 +994,7 @@ static void usage(FILE *f)
 		"usage: tcptool server MODE PORT [--listen ADDR] [--once] [--bytes N] [--seed S]\n"
 		"                                [--timeout MS]\n"
 		"       tcptool client MODE ADDR PORT [--bind ADDR] [--count N] [--bytes N]\n"
-		"                                [--seed S] [--timeout MS]\n"
+		"                                [--seed S] [--timeout MS] [--rate N/s]\n"
 		"N accepts K, M, G suffixes (powers of 1024).\n\nserver modes:\n");
 	for (size_t i = 0; i < sizeof(server_modes) / sizeof(server_modes[0]); i++)
 		fprintf(f, "  %-11s %s\n", server_modes[i].name, server_modes[i].help);
@@ -1031,6 +1046,7 @@ int main(int argc, char **argv)
 		{ "seed", required_argument, NULL, 's' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "once", no_argument, NULL, '1' },
+		{ "rate", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -1038,8 +1054,12 @@ int main(int argc, char **argv)
 	bool is_server;
 	int c, nargs;
 
-	while ((c = getopt_long(argc, argv, "l:b:n:c:s:t:1h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:b:n:c:s:t:r:1h", lo, NULL)) != -1) {
 		switch (c) {
+		case 'r':
+			if (parse_u64(optarg, UINT64_MAX, &o.rate) || !o.rate)
+				goto bad_number;
+			break;
 		case 'l': o.addr = optarg; break;
 		case 'b': o.bind_addr = optarg; break;
 		case 'n':

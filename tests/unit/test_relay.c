@@ -311,15 +311,23 @@ struct one {
 	bool has_server;
 };
 
+/* Byte meters every `one` relay counts into (reset by one_setup()). */
+static struct relay_meter meter_a, meter_b;
+
 static int one_setup(struct one *o, bool refused, int small_buf,
 		     size_t buf_size)
 {
 	struct relay_opts opts = { .buf_size = buf_size,
 				   .done = relay_done,
-				   .arg = &o->slot };
+				   .arg = &o->slot,
+				   .meters = { &meter_a, &meter_b } };
 	int cfd, dfd, ufd, sfd, err;
 
 	memset(o, 0, sizeof(*o));
+	atomic_store(&meter_a.up, 0);
+	atomic_store(&meter_a.down, 0);
+	atomic_store(&meter_b.up, 0);
+	atomic_store(&meter_b.down, 0);
 	o->tc.l = loop_new();
 	err = make_conn(&cfd, &dfd, &ufd, &sfd, refused, small_buf);
 	if (err)
@@ -398,6 +406,11 @@ static void test_integrity(void)
 	   "integrity: summary bytes up=%llu down=%llu",
 	   (unsigned long long)o.slot.s.bytes_up,
 	   (unsigned long long)o.slot.s.bytes_down);
+	ok(atomic_load(&meter_a.up) == n && atomic_load(&meter_a.down) == n &&
+		   atomic_load(&meter_b.up) == n && atomic_load(&meter_b.down) == n,
+	   "integrity: both meters counted every byte written (up=%llu down=%llu)",
+	   (unsigned long long)atomic_load(&meter_a.up),
+	   (unsigned long long)atomic_load(&meter_a.down));
 	ok(o.slot.s.ended_ms >= o.slot.s.started_ms, "integrity: times");
 	ok(o.tc.max_buffer_bytes <= 2 * 64 * 1024,
 	   "integrity: buffer memory bounded by 2 x 64 KiB (peak %zu)",
