@@ -21,6 +21,7 @@
 #include "configdump.h"
 #include "daemon.h"
 #include "httpd.h"
+#include "lb.h"
 #include "log.h"
 #include "loop.h"
 #include "prom.h"
@@ -373,6 +374,104 @@ static void daemon_metrics(struct admin *a, const struct state *st,
 			(uint64_t)d->n_workers);
 }
 
+/* One sample labelled with a service (and maybe an endpoint, a reason). */
+static void svc_sample(struct sbuf *o, const char *name, const struct service *svc,
+		       const char *ep, const char *reason, uint64_t v)
+{
+	struct sbuf lb;
+	bool first = true;
+
+	sbuf_init(&lb, 512);
+	prom_label(&lb, &first, "service", svc ? svc->hostname : NULL);
+	prom_label(&lb, &first, "namespace", svc ? svc->namespace : NULL);
+	if (ep)
+		prom_label(&lb, &first, "endpoint", ep);
+	if (reason)
+		prom_label(&lb, &first, "reason", reason);
+	prom_sample_u64(o, name, lb.p, NULL, v);
+	sbuf_free(&lb);
+}
+
+/*
+ * Load balancing per service (lb.h counters; cardinality bounded by the
+ * config: one series per service, per endpoint, per refusal reason).
+ */
+static void service_metrics(struct admin *a, const struct state *st,
+			    struct sbuf *o)
+{
+	static const struct {
+		const char *name, *help;
+		enum prom_type type;
+	} fams[] = {
+	    {"ambientd_service_connections_total",
+	     "Connections to a service VIP that got an endpoint", PROM_COUNTER},
+	    {"ambientd_service_retries_total",
+	     "Connects retried on another endpoint after a failure or a 503",
+	     PROM_COUNTER},
+	    {"ambientd_service_ejections_total",
+	     "Endpoints ejected after consecutive connect failures", PROM_COUNTER},
+	    {"ambientd_service_failed_total",
+	     "Service connections whose connect failed (after the retry)",
+	     PROM_COUNTER},
+	    {"ambientd_service_active_connections",
+	     "Connections to the service open now", PROM_GAUGE},
+	};
+	uint64_t now = loop_now_ms(a->c.loop);
+
+	for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+		prom_family(o, fams[f].name, fams[f].type, fams[f].help);
+		for (size_t i = 0; i < st->n_services; i++) {
+			const struct service *svc = &st->services[i];
+			const struct lb_svc *l = svc->lb;
+			uint64_t v = 0;
+
+			if (l)
+				v = f == 0 ? atomic_load(&l->connections) :
+				    f == 1 ? atomic_load(&l->retries) :
+				    f == 2 ? atomic_load(&l->ejections) :
+				    f == 3 ? atomic_load(&l->failed) :
+					     (uint64_t)(atomic_load(&l->active) > 0 ?
+								atomic_load(&l->active) :
+								0);
+			svc_sample(o, fams[f].name, svc, NULL, NULL, v);
+		}
+	}
+	prom_family(o, "ambientd_service_refused_total", PROM_COUNTER,
+		    "Connections to service VIPs refused at connect, by reason");
+	for (size_t i = 0; i < st->n_services; i++) {
+		const struct service *svc = &st->services[i];
+		const struct lb_svc *l = svc->lb;
+
+		svc_sample(o, "ambientd_service_refused_total", svc, NULL,
+			   "no_endpoint", l ? atomic_load(&l->refused_no_endpoint) : 0);
+		svc_sample(o, "ambientd_service_refused_total", svc, NULL,
+			   "connection_limit", l ? atomic_load(&l->refused_limit) : 0);
+	}
+	svc_sample(o, "ambientd_service_refused_total", NULL, NULL, "unknown_vip",
+		   atomic_load(&a->c.d->unknown_vip_refused));
+	prom_family(o, "ambientd_service_endpoint_active_connections", PROM_GAUGE,
+		    "Connections open now per service endpoint");
+	for (size_t i = 0; i < st->n_services; i++)
+		for (size_t j = 0; j < st->services[i].n_endpoints; j++) {
+			const struct endpoint *ep = &st->services[i].endpoints[j];
+			int act = ep->lb ? atomic_load(&ep->lb->active) : 0;
+
+			svc_sample(o, "ambientd_service_endpoint_active_connections",
+				   &st->services[i], ep->workload_uid, NULL,
+				   act > 0 ? (uint64_t)act : 0);
+		}
+	prom_family(o, "ambientd_service_endpoint_ejected", PROM_GAUGE,
+		    "1 while the endpoint is ejected (outlier detection)");
+	for (size_t i = 0; i < st->n_services; i++)
+		for (size_t j = 0; j < st->services[i].n_endpoints; j++) {
+			const struct endpoint *ep = &st->services[i].endpoints[j];
+
+			svc_sample(o, "ambientd_service_endpoint_ejected",
+				   &st->services[i], ep->workload_uid, NULL,
+				   ep->lb && atomic_load(&ep->lb->ejected_until_ms) > now);
+		}
+}
+
 static void h_metrics(void *arg, const struct http_req *req,
 		      struct http_rsp *rsp)
 {
@@ -388,6 +487,7 @@ static void h_metrics(void *arg, const struct http_req *req,
 			NULL, 1);
 	tel_render_istio(a->c.d, o);
 	daemon_metrics(a, st, o);
+	service_metrics(a, st, o);
 	bpf_metrics(a, o);
 	render_tcp_health(a, st, o);
 	process_metrics(a, o);

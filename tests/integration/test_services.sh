@@ -14,7 +14,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-amb_require daemon jq
+amb_require daemon jq curl
 amb_init "sv$$"
 
 N1P1=$(amb_pod_ip 1 1)
@@ -323,6 +323,29 @@ case_refused_fast() {
 	return "$rc"
 }
 
+# metric NAME LABELS: the value of one sample on node 1's /metrics.
+metric() {
+	amb_node_exec 1 curl -sf "http://127.0.0.1:15020/metrics" |
+		awk -v k="$1{$2}" '$1 == k { print $2 }'
+}
+
+case_metrics() {
+	local rc=0 v
+	v=$(metric ambientd_service_retries_total 'service="web.default",namespace="default"')
+	[ "${v:-0}" -ge 1 ] || { diag "retries metric: '$v'"; rc=1; }
+	v=$(metric ambientd_service_ejections_total 'service="web.default",namespace="default"')
+	[ "${v:-0}" -ge 1 ] || { diag "ejections metric: '$v'"; rc=1; }
+	v=$(metric ambientd_service_refused_total 'service="empty.default",namespace="default",reason="no_endpoint"')
+	[ "${v:-0}" -ge 1 ] || { diag "no_endpoint refusals metric: '$v'"; rc=1; }
+	v=$(metric ambientd_service_refused_total 'service="limited.default",namespace="default",reason="connection_limit"')
+	[ "${v:-0}" -ge 1 ] || { diag "limit refusals metric: '$v'"; rc=1; }
+	v=$(metric ambientd_service_refused_total 'service="unknown",namespace="unknown",reason="unknown_vip"')
+	[ "${v:-0}" -ge 1 ] || { diag "unknown VIP refusals metric: '$v'"; rc=1; }
+	v=$(metric ambientd_service_connections_total 'service="web.default",namespace="default"')
+	[ "${v:-0}" -ge 200 ] || { diag "web connections metric: '$v'"; rc=1; }
+	return "$rc"
+}
+
 case_ctl_services() {
 	local out rc=0
 	out=$(amb_ctl 1 services)
@@ -345,5 +368,6 @@ tap_ok "killed endpoint ejected after the threshold; clients succeed via retry" 
 tap_ok "per-service connection limit refuses the third connection" case_connection_limit
 tap_ok "VIP whose endpoint is outside the mesh goes plain TCP" case_plain_tcp_endpoint
 tap_ok "VIP without endpoints and unknown VIP refused at once" case_refused_fast
+tap_ok "service metrics: connections, retries, ejections, refusals by reason" case_metrics
 tap_ok "ambientctl services shows VIPs, ports, endpoints, health" case_ctl_services
 tap_done
