@@ -472,6 +472,9 @@ amb_daemon_diag() {
 # topology. Set AMB_KEEP_WORK=1 to keep $AMB_WORK (logs) for inspection.
 amb_cleanup() {
 	local rc=$? pid ns n tries
+	# Cleanup must run to the end whatever fails on the way (the demo runs
+	# with errexit, which would otherwise stay on inside this EXIT trap).
+	set +e
 	[ -n "$P" ] || return "$rc"
 	trap - EXIT
 	# Pod processes first (they are ours: they live in our cgroup/netns).
