@@ -121,6 +121,7 @@ static void abandon(struct svc_conn *sc, int err)
 
 	conn_tel_fail(c, err == EACCES ? AMB_F_DENY : amb_flag_from_dial(err), err,
 		      err == EACCES ? "policy denied the service endpoint" : NULL);
+	conn_unpolice(c);
 	reset_close(sc->down_fd);
 	service_conn_done(c, true);
 	free(c);
@@ -231,6 +232,10 @@ static int attempt(struct svc_conn *sc)
 			caller = idbuf;
 		if (!worker_authorize(w, wl, caller, &sc->c->src, &to, "local", NULL))
 			return -EACCES;
+		/* A policy change re-checks it against this endpoint. */
+		sc->c->target = to;
+		if (conn_police(sc->c, caller))
+			return -ENOMEM;
 	}
 	return connector_start(w->loop, &sc->c->src, &to, w->d->connect_timeout_ms,
 			       tcp_connected, sc, NULL);
@@ -276,6 +281,8 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 		return false;
 	}
 	ep_release(sc);
+	conn_unpolice(c); /* judged again where the retry goes */
+	memset(&c->target, 0, sizeof(c->target));
 	sc->pick = next;
 	ep_hold(sc);
 	if (sc->lbs)

@@ -221,6 +221,8 @@ int conn_police(struct conn *c, const char *identity)
 
 	if (identity && !(c->identity = strdup(identity)))
 		return -ENOMEM;
+	if (!c->target.sin_family)
+		c->target = c->dst;
 	c->policed = true;
 	c->prev = NULL;
 	c->next = w->policed;
@@ -230,7 +232,7 @@ int conn_police(struct conn *c, const char *identity)
 	return 0;
 }
 
-static void conn_unpolice(struct conn *c)
+void conn_unpolice(struct conn *c)
 {
 	if (!c->policed)
 		return;
@@ -261,15 +263,15 @@ static void worker_recheck(struct worker *w)
 			.identity = c->identity,
 			.src_be = c->src.sin_addr.s_addr,
 			.src_prefix_len = 32,
-			.dst_be = c->dst.sin_addr.s_addr,
-			.dst_port = ntohs(c->dst.sin_port),
+			.dst_be = c->target.sin_addr.s_addr,
+			.dst_port = ntohs(c->target.sin_port),
 		};
 		struct authz_result r;
 
 		next = c->next;
 		if (!c->relay)
 			continue;
-		dwl = state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
+		dwl = state_workload_by_ip(w->state, c->target.sin_addr.s_addr);
 		if (!dwl)
 			continue;
 		authz_evaluate(w->state, dwl, &q, &r);
@@ -281,7 +283,7 @@ static void worker_recheck(struct worker *w)
 			 "by %s",
 			 listener_info[c->kind].name, ip_str(&c->src, a),
 			 c->identity ? c->identity : "plaintext",
-			 ip_str(&c->dst, b), decided_by(&r, why, sizeof(why)));
+			 ip_str(&c->target, b), decided_by(&r, why, sizeof(why)));
 		conn_tel_flag(c, AMB_F_DENY, why);
 		relay_abort(c->relay); /* conn_done records and frees c */
 	}

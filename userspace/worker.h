@@ -93,6 +93,8 @@ struct conn {
 	/* Policy: set for connections delivered to a local mesh pod. */
 	bool policed;
 	char *identity;	     /* caller's SPIFFE ID (malloc'd), NULL: plaintext */
+	/* The pod address policy judges: dst, or a VIP's chosen endpoint. */
+	struct sockaddr_in target;
 	struct relay *relay; /* once started */
 	struct conn *prev, *next; /* on w->policed */
 	/* Service connections: the balancing context (service.c), freed
@@ -113,10 +115,12 @@ bool worker_authorize(struct worker *w, const struct workload *dst,
 		      struct authz_result *res);
 /*
  * Put c on the worker's policed list (c->identity: a copy of identity) so a
- * policy change re-checks it. 0 or -ENOMEM. The relay's done callback takes
+ * policy change re-checks it against c->target (c->dst unless set). 0 or -ENOMEM. The relay's done callback takes
  * it off again.
  */
 int conn_police(struct conn *c, const char *identity);
+/* Off the policed list again (e.g. a service retry goes elsewhere). */
+void conn_unpolice(struct conn *c);
 
 /* relay_start() failed (it reset both ends; no done callback comes): undo
  * the live count and the policed entry, free c. */

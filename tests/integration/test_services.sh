@@ -20,7 +20,7 @@ amb_init "sv$$"
 N1P1=$(amb_pod_ip 1 1)
 VIP_WEB=198.18.100.10 VIP_LOCAL=198.18.100.11 VIP_STRICT=198.18.100.12
 VIP_PLAIN=198.18.100.13 VIP_LIMITED=198.18.100.14 VIP_MIXED=198.18.100.15
-VIP_EMPTY=198.18.100.16 VIP_UNKNOWN=198.18.100.99
+VIP_EMPTY=198.18.100.16 VIP_LOCALECHO=198.18.100.17 VIP_UNKNOWN=198.18.100.99
 CONF="$AMB_WORK/mesh.yaml"
 declare -A SRV_PID
 
@@ -51,7 +51,7 @@ write_config() {
 	{
 		echo "workloads:"
 		wl 1 1 z1
-		wl 1 2 z1 "status: $s12" "services: {$loc}"
+		wl 1 2 z1 "status: $s12" "services: {$loc, 'default/localecho.default': {80: 7002}}"
 		wl 2 1 z1 "status: $s2" "services: {$web, $loc, $str, 'default/limited.default': {80: 7002}}"
 		wl 2 2 z1 "status: $s2" "services: {$web, $loc}"
 		wl 3 1 z2 "services: {$web, $loc, $str}"
@@ -91,7 +91,10 @@ services:
     n3p1: {workloadUid: n3p1, port: {80: 7000}, status: Unhealthy}
 - {name: empty, namespace: default, hostname: empty.default, vips: ["/$VIP_EMPTY"],
    ports: {80: 7000}}
+- {name: localecho, namespace: default, hostname: localecho.default,
+   vips: ["/$VIP_LOCALECHO"], ports: {80: 7002}}
 EOF
+		printf '%s' "${POLICIES:-}"
 	} | amb_replace_file "$CONF"
 }
 
@@ -127,7 +130,7 @@ setup() {
 		SRV_PID[$1$2]=$AMB_LAST_PID
 		amb_server "$1" "$2" 7001 whoami || return 1
 	done
-	amb_server 2 1 7002 echo || return 1
+	amb_server 2 1 7002 echo && amb_server 1 2 7002 echo || return 1
 	for n in 1 2 3; do
 		amb_daemon_start "$n" "$CONF" --service-cidr 198.18.100.0/24 \
 			--outlier-failures 2 --outlier-ejection 5000 \
@@ -323,6 +326,29 @@ case_refused_fast() {
 	return "$rc"
 }
 
+case_policy_cuts_local_service_conn() {
+	local rc=0 h
+	amb_pod_bg 1 1 "$AMB_WORK/hl.log" timeout 30 "$TCPTOOL" client hold "$VIP_LOCALECHO" 80 --timeout 30000
+	h=$AMB_LAST_PID
+	wait_for 5 grep -q connected "$AMB_WORK/hl.log" || { diag "hold via the VIP failed"; return 1; }
+	POLICIES='policies:
+- name: deny-n1p1
+  namespace: default
+  scope: Namespace
+  action: Deny
+  rules:
+  - - - principals: [{Suffix: /sa/sa-n1p1}]
+' reload || return 1
+	wait_for 5 sh -c "! kill -0 $h 2>/dev/null" || { diag "the denied connection survived"; rc=1; }
+	grep -q "closing live connection, now denied by policy default/deny-n1p1" "$(amb_daemon_log 1)" || {
+		diag "no cut logged on node 1 (the endpoint's node)"
+		rc=1
+	}
+	kill "$h" 2>/dev/null
+	reload || return 1
+	return "$rc"
+}
+
 # metric NAME LABELS: the value of one sample on node 1's /metrics.
 metric() {
 	amb_node_exec 1 curl -sf "http://127.0.0.1:15020/metrics" |
@@ -368,6 +394,7 @@ tap_ok "killed endpoint ejected after the threshold; clients succeed via retry" 
 tap_ok "per-service connection limit refuses the third connection" case_connection_limit
 tap_ok "VIP whose endpoint is outside the mesh goes plain TCP" case_plain_tcp_endpoint
 tap_ok "VIP without endpoints and unknown VIP refused at once" case_refused_fast
+tap_ok "a new DENY cuts a live same-node connection made through a VIP" case_policy_cuts_local_service_conn
 tap_ok "service metrics: connections, retries, ejections, refusals by reason" case_metrics
 tap_ok "ambientctl services shows VIPs, ports, endpoints, health" case_ctl_services
 tap_done
