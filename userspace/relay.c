@@ -411,8 +411,9 @@ static void pump(struct relay *r, int di)
 					return;
 				}
 			}
-			n = src->ops->read(src, d->buf->data + d->len,
-					   r->buf_size - d->len);
+			size_t want = r->buf_size - d->len;
+
+			n = src->ops->read(src, d->buf->data + d->len, want);
 			if (n == -EAGAIN) {
 				read_blocked = true;
 			} else if (n < 0) {
@@ -424,6 +425,9 @@ static void pump(struct relay *r, int di)
 			} else {
 				d->len += n;
 				progress = true;
+				/* A short read took all there was (relay_end_ops
+				 * contract): skip the read that would say EAGAIN. */
+				read_blocked = (size_t)n < want;
 			}
 			/* Only take memory while it holds bytes. */
 			if (d->len == d->off)

@@ -73,7 +73,10 @@ struct relay_opts {
  */
 struct relay_end_ops {
 	/* Bytes read (>0), 0 on EOF (peer's FIN / END_STREAM), -EAGAIN when
-	 * nothing is ready, -ECONNRESET when the peer reset, other -errno. */
+	 * nothing is ready, -ECONNRESET when the peer reset, other -errno.
+	 * Fewer bytes than asked means the end has nothing more right now (a
+	 * stream socket's short read): the relay does not read again before
+	 * the end reports READABLE again. */
 	ssize_t (*read)(struct relay_end *e, void *buf, size_t len);
 	/* Bytes accepted (>0), -EAGAIN when full, -EPIPE/-ECONNRESET when the
 	 * peer is gone, other -errno. Must never raise SIGPIPE. */

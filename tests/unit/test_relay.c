@@ -735,6 +735,112 @@ static void test_abort(void)
 	one_cleanup(&o);
 }
 
+
+/* ---- scripted ends: what the relay asks of an end, call by call ---- */
+
+/*
+ * A source that hands out queued chunks (one per read, cut to the room the
+ * relay offers) and a sink that takes everything; both count their calls.
+ */
+struct mock_end {
+	struct relay_end base;
+	size_t chunks[8];
+	int nchunks, next;
+	size_t chunk_off;
+	int reads, eagains;
+	size_t written;
+	bool released;
+};
+
+static struct mock_end *mock_of(struct relay_end *e)
+{
+	return (struct mock_end *)e;
+}
+
+static ssize_t mock_read(struct relay_end *e, void *buf, size_t len)
+{
+	struct mock_end *m = mock_of(e);
+	size_t n;
+
+	m->reads++;
+	if (m->next == m->nchunks) {
+		m->eagains++;
+		return -EAGAIN;
+	}
+	n = m->chunks[m->next] - m->chunk_off;
+	if (n > len)
+		n = len;
+	memset(buf, 'm', n);
+	m->chunk_off += n;
+	if (m->chunk_off == m->chunks[m->next]) {
+		m->next++;
+		m->chunk_off = 0;
+	}
+	return n;
+}
+
+static ssize_t mock_write(struct relay_end *e, const void *buf, size_t len)
+{
+	mock_of(e)->written += len;
+	return len;
+}
+
+static int mock_zero(struct relay_end *e)
+{
+	return 0;
+}
+
+static int mock_interest(struct relay_end *e, bool rd, bool wr)
+{
+	return 0;
+}
+
+static void mock_release(struct relay_end *e)
+{
+	mock_of(e)->released = true;
+}
+
+static const struct relay_end_ops mock_ops = {
+	.read = mock_read,
+	.write = mock_write,
+	.shutdown_write = mock_zero,
+	.error = mock_zero,
+	.set_interest = mock_interest,
+	.close = mock_release,
+	.abort = mock_release,
+};
+
+static void mock_push(struct mock_end *m, size_t len)
+{
+	m->chunks[m->nchunks++] = len;
+}
+
+/* A short read means "drained": no read that would only say EAGAIN. */
+static void test_short_read(void)
+{
+	struct mock_end src = { .base.ops = &mock_ops };
+	struct mock_end dst = { .base.ops = &mock_ops };
+	struct relay_opts opts = { .buf_size = 4096 };
+	struct loop *l = loop_new();
+	struct relay *r;
+
+	ok(relay_start(l, &src.base, &dst.base, false, &opts, &r) == 0,
+	   "short read: relay on scripted ends");
+	mock_push(&src, 100);
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(src.reads == 1 && src.eagains == 0 && dst.written == 100,
+	   "short read: 100 of 4096 bytes in one read, no EAGAIN read "
+	   "(%d reads, %d EAGAIN)", src.reads, src.eagains);
+	mock_push(&src, 4096);
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(src.reads == 3 && src.eagains == 1 && dst.written == 4196,
+	   "short read: a read that filled the buffer is followed by "
+	   "another (%d reads, %d EAGAIN)", src.reads, src.eagains);
+	relay_abort(r);
+	ok(src.released && dst.released, "short read: both ends released");
+	loop_free(l);
+}
+
 /* ---- many relays on one loop ---- */
 
 static void test_many(void)
@@ -849,6 +955,7 @@ int main(void)
 	test_backpressure();
 	test_idle_no_buffer();
 	test_abort();
+	test_short_read();
 	test_many();
 
 	close(tun_lfd);
