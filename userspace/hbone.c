@@ -539,7 +539,10 @@ static void rq_consume(struct hb_stream *s, size_t n)
 	if (!n || !conn_ng_usable(c))
 		return;
 	nghttp2_session_consume(c->ng, s->id, n);
-	conn_want_send(c);
+	/* Usually below the WINDOW_UPDATE threshold: then nothing to send
+	 * (a small message does not cost another pass over the session). */
+	if (nghttp2_session_want_write(c->ng))
+		conn_want_send(c);
 }
 
 static void rq_drop(struct hb_stream *s, bool consume)
