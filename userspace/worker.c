@@ -129,7 +129,9 @@ void reset_close(int fd)
 	close(fd);
 }
 
-static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
+/* src: the peer address accept4() returned. */
+static void handle_accepted(struct worker *w, enum listener_kind kind, int fd,
+			    const struct sockaddr_in *src)
 {
 	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
 	socklen_t len = sizeof(struct sockaddr_in);
@@ -145,11 +147,11 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd)
 	}
 	c->w = w;
 	c->kind = kind;
+	c->src = *src;
 	/* The original destination is our local address: the tc program
 	 * assigned the SYN to us without rewriting it. */
 	if (getsockname(fd, (struct sockaddr *)&c->dst, &len) < 0 ||
-	    getpeername(fd, (struct sockaddr *)&c->src, &(socklen_t){ sizeof(c->src) }) < 0 ||
-	    c->dst.sin_family != AF_INET) {
+	    c->src.sin_family != AF_INET || c->dst.sin_family != AF_INET) {
 		log_warn("%s: accepted socket without addresses: %s",
 			 listener_info[kind].name, strerror(errno));
 		goto fail;
@@ -204,7 +206,10 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 
 	worker_refresh_state(l, ls->w);
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_in src = { 0 };
+		socklen_t sl = sizeof(src);
+		int fd = accept4(io->fd, (struct sockaddr *)&src, &sl,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
@@ -213,7 +218,7 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 					 strerror(errno));
 			return;
 		}
-		handle_accepted(ls->w, ls->kind, fd);
+		handle_accepted(ls->w, ls->kind, fd, &src);
 	}
 }
 
