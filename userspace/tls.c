@@ -1174,8 +1174,13 @@ ssize_t tls_conn_writev(struct tls_conn *c, const struct iovec *iov, int iovcnt)
 	}
 	if (c->out.len >= TLS_CONN_OUT_MAX / 2)
 		flush_out(c);
-	if (c->out.len)
-		kick(c); /* the rest goes out at the end of this turn */
+	/*
+	 * The rest goes out at the end of this turn. A caller cut short waits
+	 * for on_writable: if that flush emptied the buffer there will be no
+	 * socket event to deliver it, so the kick must.
+	 */
+	if (c->out.len || budget < total)
+		kick(c);
 	conn_update_io(c);
 	return (ssize_t)budget;
 }

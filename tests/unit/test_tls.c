@@ -872,6 +872,155 @@ static void test_read_syscalls(void)
 	pair_end(&p);
 }
 
+/* ---- a write cut at the bound is followed by on_writable ---- */
+
+/*
+ * Like the HBONE layer, the writer stops at the first write taken short
+ * and waits for on_writable. Here the cut happens outside any connection
+ * callback while ciphertext is pending on a full socket; the write's own
+ * flush then finds room (the socket buffer just grew) and sends it all, so
+ * the connection is writable again at once with nothing left to wait for:
+ * it must still call on_writable. The reader sends nothing, so no event
+ * from the peer can paper over a missing wakeup.
+ */
+#define CUT_TOTAL (4 * MiB)
+
+static struct {
+	size_t off;
+	unsigned int writable_calls;
+	bool cut_outside, waiting, bad;
+	size_t cut_taken, cut_offered, pending_before;
+	struct loop_timer grow;
+} cut;
+
+/* Write until the connection takes less than offered. */
+static void cut_send(struct pair *p)
+{
+	struct tls_conn *c = p->cli.c;
+
+	cut.waiting = false;
+	while (cut.off < CUT_TOTAL) {
+		size_t want = CUT_TOTAL - cut.off < 200 * 1024
+				  ? CUT_TOTAL - cut.off
+				  : 200 * 1024;
+		ssize_t n = tls_conn_write(c, blob_up + cut.off, want);
+
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			cut.bad = true;
+			return;
+		}
+		cut.off += n;
+		if ((size_t)n < want)
+			break;
+	}
+	if (cut.off < CUT_TOTAL) {
+		cut.waiting = true; /* until on_writable */
+		return;
+	}
+	tls_conn_shutdown(c);
+	tls_conn_want(c, false, false);
+}
+
+static void cut_writable(struct tls_conn *c, void *arg)
+{
+	struct ep *e = arg;
+
+	cut.writable_calls++;
+	if (!cut.cut_outside) {
+		/* First: one write that leaves ciphertext on a full socket. */
+		if (!cut.off)
+			cut.off = tls_conn_write(c, blob_up, 250 * 1024);
+		return;
+	}
+	if (cut.waiting)
+		cut_send(e->p);
+}
+
+/* Once the writer is stuck on a full socket: grow the socket buffer and
+ * write again from here, outside the connection's callbacks. */
+static void cut_grow(struct loop *l, struct loop_timer *t)
+{
+	struct pair *p = t->arg;
+	struct tls_conn *c = p->cli.c;
+	int big = 16 * MiB;
+
+	cut.pending_before = tls_conn_out_pending(c);
+	setsockopt(tls_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	cut.cut_outside = true;
+	cut.cut_offered = 200 * 1024;
+	cut.cut_taken = tls_conn_write(c, blob_up + cut.off, cut.cut_offered);
+	cut.off += cut.cut_taken;
+	cut.waiting = true;
+	/* Reading generates no event on the writer's side while its buffer
+	 * is empty (no EPOLLOUT is asked for then): only the cut itself can
+	 * lead to on_writable. */
+	p->srv.paused = false;
+	tls_conn_want(p->srv.c, true, false);
+}
+
+static void cut_handshake(struct tls_conn *c, bool ok, const char *err,
+			  void *arg)
+{
+	struct ep *e = arg;
+	int small = 16 * 1024;
+
+	on_handshake(c, ok, err, arg);
+	if (!ok)
+		return;
+	setsockopt(tls_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small,
+		   sizeof(small));
+	tls_conn_want(c, false, true);
+	loop_timer_arm(e->p->l, &cut.grow, 200);
+}
+
+static void test_cut_write_wakes(void)
+{
+	static const struct tls_conn_cbs cli_cbs = {
+	    .on_handshake = cut_handshake,
+	    .on_writable = cut_writable,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	socklen_t sl = sizeof(int);
+	struct pair p = {0};
+	bool started;
+	int rcvbuf;
+
+	p.cli.tx = blob_up;
+	p.cli.tx_len = CUT_TOTAL; /* what the server must read back */
+	p.srv.paused = true;
+	p.cli_cbs = &cli_cbs;
+	loop_timer_init(&cut.grow, cut_grow, &p);
+	/* A small receive buffer (inherited from the listener, so the window
+	 * is right from the SYN) keeps the first write's ciphertext pending. */
+	getsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &sl);
+	setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &(int){32 * 1024}, sizeof(int));
+	started = pair_start(&p, cctx, sctx);
+	setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (!started)
+		return;
+	p.cli.done = true; /* the server's EOF ends the case */
+	p.pending = 1;
+	p.srv.shut = true; /* the server sends nothing */
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	ok(cut.cut_outside && cut.pending_before >= TLS_CONN_OUT_MAX / 2 &&
+	       cut.cut_taken < cut.cut_offered,
+	   "setup: a write on a connection with %zu bytes pending is cut "
+	   "(%zu of %zu taken)",
+	   cut.pending_before, cut.cut_taken, cut.cut_offered);
+	ok(!p.timed_out && !cut.bad && p.srv.rx_off == CUT_TOTAL &&
+	       !p.srv.mismatch && p.srv.eof,
+	   "the cut writer hears on_writable without any event from the peer "
+	   "and finishes (%zu of %d bytes)",
+	   p.srv.rx_off, CUT_TOTAL);
+	loop_timer_disarm(p.l, &cut.grow);
+	pair_end(&p);
+}
+
 int main(void)
 {
 	char err[256];
@@ -906,6 +1055,7 @@ int main(void)
 	test_rotation();
 	test_records();
 	test_read_syscalls();
+	test_cut_write_wakes();
 
 	free(blob_up);
 	free(blob_down);
