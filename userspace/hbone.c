@@ -22,8 +22,9 @@
  *
  * Input. on_data_chunk_recv() appends DATA payload to the stream's receive
  * queue (a list of chunks). nghttp2 does no automatic WINDOW_UPDATE; bytes
- * are handed to nghttp2_session_consume() only when the relay reads them out
- * (or when they are discarded), so a stream never buffers more than the
+ * are handed to nghttp2_session_consume() only when the relay takes them
+ * (reads them out, or writes them to its socket straight from the queue)
+ * or when they are discarded, so a stream never buffers more than the
  * window we granted.
  *
  * Notifications to relays are level-triggered and never delivered from
@@ -538,7 +539,10 @@ static void rq_consume(struct hb_stream *s, size_t n)
 	if (!n || !conn_ng_usable(c))
 		return;
 	nghttp2_session_consume(c->ng, s->id, n);
-	conn_want_send(c);
+	/* Usually below the WINDOW_UPDATE threshold: then nothing to send
+	 * (a small message does not cost another pass over the session). */
+	if (nghttp2_session_want_write(c->ng))
+		conn_want_send(c);
 }
 
 static void rq_drop(struct hb_stream *s, bool consume)
@@ -792,22 +796,32 @@ static void stream_resume(struct hb_stream *s)
 
 /* ---- relay_end ops ---- */
 
-static ssize_t st_read(struct relay_end *e, void *buf, size_t len)
+/* What a read of an empty receive queue says: EOF, reset, or EAGAIN. */
+static int rq_empty_result(const struct hb_stream *s)
 {
-	struct hb_stream *s = stream_of(e);
-	size_t done = 0;
+	if (s->remote_fin)
+		return 0;
+	if (s->ng_closed)
+		return -ECONNRESET;
+	return -EAGAIN;
+}
 
-	if (s->err)
-		return -s->err;
-	while (done < len && s->rq_head) {
+/*
+ * The first n queued bytes were taken: free the chunks they emptied and
+ * give the window back (only now that the TCP side has the bytes).
+ */
+static void rq_take(struct hb_stream *s, size_t n)
+{
+	size_t left = n;
+
+	while (left) {
 		struct hb_chunk *k = s->rq_head;
-		size_t n = k->len - k->off;
+		size_t m = k->len - k->off;
 
-		if (n > len - done)
-			n = len - done;
-		memcpy((uint8_t *)buf + done, k->data + k->off, n);
-		k->off += n;
-		done += n;
+		if (m > left)
+			m = left;
+		k->off += m;
+		left -= m;
 		if (k->off == k->len) {
 			s->rq_head = k->next;
 			if (!s->rq_head)
@@ -816,17 +830,48 @@ static ssize_t st_read(struct relay_end *e, void *buf, size_t len)
 			free(k);
 		}
 	}
-	if (done) {
-		s->rq_bytes -= done;
-		/* The window reopens only as the TCP side takes the bytes. */
-		rq_consume(s, done);
-		return done;
+	s->rq_bytes -= n;
+	rq_consume(s, n);
+}
+
+static ssize_t st_read(struct relay_end *e, void *buf, size_t len)
+{
+	struct hb_stream *s = stream_of(e);
+	size_t done = 0;
+
+	if (s->err)
+		return -s->err;
+	for (struct hb_chunk *k = s->rq_head; k && done < len; k = k->next) {
+		size_t n = k->len - k->off;
+
+		if (n > len - done)
+			n = len - done;
+		memcpy((uint8_t *)buf + done, k->data + k->off, n);
+		done += n;
 	}
-	if (s->remote_fin)
-		return 0;
-	if (s->ng_closed)
-		return -ECONNRESET;
-	return -EAGAIN;
+	if (!done)
+		return rq_empty_result(s);
+	rq_take(s, done);
+	return done;
+}
+
+/* Lends the receive queue (relay_end_ops.peek); consume = rq_take. */
+static int st_peek(struct relay_end *e, struct iovec *iov, int max)
+{
+	struct hb_stream *s = stream_of(e);
+	int n = 0;
+
+	if (s->err)
+		return -s->err;
+	for (struct hb_chunk *k = s->rq_head; k && n < max; k = k->next)
+		iov[n++] = (struct iovec){k->data + k->off, k->len - k->off};
+	return n ? n : rq_empty_result(s);
+}
+
+static void st_consume(struct relay_end *e, size_t n)
+{
+	if (n)
+		rq_take(stream_of(e), n);
 }
 
 static ssize_t st_write(struct relay_end *e, const void *buf, size_t len)
@@ -965,6 +1010,8 @@ static const struct relay_end_ops stream_end_ops = {
     .set_interest = st_set_interest,
     .close = st_close,
     .abort = st_abort,
+    .peek = st_peek,
+    .consume = st_consume,
 };
 
 int hb_stream_status(struct relay_end *e)

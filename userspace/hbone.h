@@ -13,7 +13,9 @@
  *    transport, with the settings of DESIGN §3, PING keepalive, GOAWAY
  *    handling and an explicit lifecycle (enum hb_conn_state).
  *  - streams: each CONNECT stream is a struct relay_end, so relay_start()
- *    copies between a TCP socket and a stream exactly as between two sockets.
+ *    relays between a TCP socket and a stream as between two sockets; a
+ *    stream also lends its receive queue (relay_end_ops.peek), so received
+ *    payload goes from there to the socket without another copy.
  *
  * Threading: everything here belongs to the thread of its loop. Counters
  * named hb_* without a conn are per thread.

@@ -22,24 +22,11 @@ static ssize_t tt_read(struct hb_transport *t, void *buf, size_t len)
 	return tls_conn_read(tc_of(t), buf, len);
 }
 
-/* Accepts what fits below the TLS output bound, in order; -EAGAIN if none. */
-static ssize_t tt_writev(struct hb_transport *t, const struct iovec *iov, int iovcnt)
+/* One call: header and payload share records (tls_conn_writev()). */
+static ssize_t tt_writev(struct hb_transport *t, const struct iovec *iov,
+			 int iovcnt)
 {
-	ssize_t total = 0;
-
-	for (int i = 0; i < iovcnt; i++) {
-		ssize_t n;
-
-		if (!iov[i].iov_len)
-			continue;
-		n = tls_conn_write(tc_of(t), iov[i].iov_base, iov[i].iov_len);
-		if (n < 0)
-			return total ? total : n;
-		total += n;
-		if ((size_t)n < iov[i].iov_len)
-			break;
-	}
-	return total;
+	return tls_conn_writev(tc_of(t), iov, iovcnt);
 }
 
 static int tt_set_interest(struct hb_transport *t, bool rd, bool wr)

@@ -12,6 +12,13 @@
  * size) stops reads from the source until the window drained, which is the
  * backpressure: at most buf_size bytes per direction are held here.
  *
+ * Without a copy: when the source lends out its own buffer (peek/consume,
+ * an HTTP/2 stream's receive queue) and the sink can gather (writev), the
+ * bytes go from there to the sink in one syscall and the direction's
+ * buffer is never taken. Unsent bytes wait in the source; d->sink_wait
+ * says the sink refused some and stands for "buffer full": no reads from
+ * the source until the sink reports WRITABLE.
+ *
  * Direction progress: DIR_OPEN -> DIR_EOF (source said EOF, draining) ->
  * DIR_FIN_SENT (drained and shutdown_write() done on the destination).
  * Relay state: CONNECTING -> OPEN -> HALF_CLOSED (one direction FIN_SENT) ->
@@ -34,6 +41,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define RELAY_DEFAULT_BUF (64 * 1024)
@@ -62,6 +70,7 @@ struct relay_dir {
 	uint32_t off; /* first byte not yet written */
 	uint32_t len; /* end of bytes read */
 	uint8_t state; /* enum relay_dir_state */
+	bool sink_wait; /* direct move blocked on the sink (see above) */
 	uint64_t bytes; /* bytes written to the destination */
 };
 
@@ -340,7 +349,7 @@ int relay_retry_upstream(struct relay *r, struct relay_end *up)
 static bool dir_can_read(const struct relay *r, const struct relay_dir *d)
 {
 	return r->state != RELAY_CONNECTING && d->state == DIR_OPEN &&
-	       (!d->buf || d->len < r->buf_size);
+	       !d->sink_wait && (!d->buf || d->len < r->buf_size);
 }
 
 /* Level-triggered interest follows directly from the two directions. */
@@ -353,7 +362,7 @@ static void update_interest(struct relay *r)
 		const struct relay_dir *from = &r->dir[i];
 		const struct relay_dir *to = &r->dir[1 - i];
 		bool rd = dir_can_read(r, from);
-		bool wr = to->len > to->off ||
+		bool wr = to->len > to->off || to->sink_wait ||
 			  (r->state == RELAY_CONNECTING && i == END_UP);
 		uint8_t want = rd | wr << 1;
 		int err;
@@ -408,10 +417,76 @@ static void meter_add(struct relay *r, int di, size_t n)
 					  n, memory_order_relaxed);
 }
 
+/* Iovecs handed from source to sink in one direct move. */
+#define RELAY_IOV 64
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+	size_t t = 0;
+
+	for (int i = 0; i < cnt; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/*
+ * One move from the source's own buffer into the sink (relay_direct()).
+ * Returns 1 on progress (bytes or EOF), 0 when blocked (*read_blocked, or
+ * *write_blocked and d->sink_wait), -1 when the relay finished.
+ */
+static int move_direct(struct relay *r, struct relay_dir *d, int src_idx,
+		       bool *read_blocked, bool *write_blocked)
+{
+	int dst_idx = 1 - src_idx;
+	struct relay_end *src = r->end[src_idx], *dst = r->end[dst_idx];
+	struct iovec iov[RELAY_IOV];
+	ssize_t n;
+	size_t want;
+	int cnt;
+
+	cnt = src->ops->peek(src, iov, RELAY_IOV);
+	if (cnt == -EAGAIN) {
+		*read_blocked = true;
+		return 0;
+	}
+	if (cnt < 0) {
+		fail_end(r, src_idx, -cnt);
+		return -1;
+	}
+	if (cnt == 0) {
+		d->state = DIR_EOF;
+		return 1;
+	}
+	want = iov_total(iov, cnt);
+	n = dst->ops->writev(dst, iov, cnt);
+	if (n == -EAGAIN) {
+		d->sink_wait = *write_blocked = true;
+		return 0;
+	}
+	if (n < 0) {
+		fail_end(r, dst_idx, (int)-n);
+		return -1;
+	}
+	src->ops->consume(src, n);
+	d->bytes += n;
+	meter_add(r, (int)(d - r->dir), (size_t)n);
+	/* A short write means the sink is full; skip the EAGAIN. */
+	if ((size_t)n < want)
+		d->sink_wait = *write_blocked = true;
+	return 1;
+}
+
+/* Bytes of this direction can move without the relay's buffer. */
+static bool relay_direct(const struct relay_end *src,
+			 const struct relay_end *dst)
+{
+	return src->ops->peek && dst->ops->writev;
+}
+
 /*
  * Moves bytes of direction `di` until neither reading nor writing makes
  * progress (or RELAY_PUMP_ROUNDS). Each read asks for all free room in the
- * buffer. May finish the relay.
+ * buffer (or in the sink, moving directly). May finish the relay.
  */
 static void pump(struct relay *r, int di)
 {
@@ -420,8 +495,25 @@ static void pump(struct relay *r, int di)
 	int dst_idx = 1 - src_idx;
 	struct relay_end *src = r->end[src_idx];
 	struct relay_end *dst = r->end[dst_idx];
-	bool read_blocked = false, write_blocked = false;
+	bool read_blocked = false, write_blocked = d->sink_wait;
 
+	if (relay_direct(src, dst)) {
+		for (int round = 0; round < RELAY_PUMP_ROUNDS; round++) {
+			int m;
+
+			if (!dir_can_read(r, d) || read_blocked ||
+			    write_blocked)
+				break;
+			m = move_direct(r, d, src_idx, &read_blocked,
+					&write_blocked);
+			if (m < 0)
+				return;
+			if (!m)
+				break;
+		}
+		dir_try_fin(r, d, dst_idx);
+		return;
+	}
 	for (int round = 0; round < RELAY_PUMP_ROUNDS; round++) {
 		bool progress = false;
 		ssize_t n;
@@ -456,8 +548,9 @@ static void pump(struct relay *r, int di)
 					return;
 				}
 			}
-			n = src->ops->read(src, d->buf->data + d->len,
-					   r->buf_size - d->len);
+			size_t want = r->buf_size - d->len;
+
+			n = src->ops->read(src, d->buf->data + d->len, want);
 			if (n == -EAGAIN) {
 				read_blocked = true;
 			} else if (n < 0) {
@@ -469,6 +562,9 @@ static void pump(struct relay *r, int di)
 			} else {
 				d->len += n;
 				progress = true;
+				/* A short read took all there was (relay_end_ops
+				 * contract): skip the read that would say EAGAIN. */
+				read_blocked = (size_t)n < want;
 			}
 			/* Only take memory while it holds bytes. */
 			if (d->len == d->off)
@@ -521,8 +617,10 @@ void relay_end_notify(struct relay_end *e, unsigned int what)
 		/* idx is the source of direction idx and the sink of 1 - idx. */
 		if (what & RELAY_END_READABLE)
 			pump(r, idx);
-		if ((what & RELAY_END_WRITABLE) && r->state != RELAY_CLOSED)
+		if ((what & RELAY_END_WRITABLE) && r->state != RELAY_CLOSED) {
+			r->dir[1 - idx].sink_wait = false;
 			pump(r, 1 - idx);
+		}
 	}
 	update_interest(r);
 }
@@ -609,6 +707,21 @@ static ssize_t tcp_write(struct relay_end *e, const void *buf, size_t len)
 	return n;
 }
 
+static ssize_t tcp_writev(struct relay_end *e, const struct iovec *iov,
+			  int cnt)
+{
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov,
+			     .msg_iovlen = cnt };
+	ssize_t n;
+
+	do
+		n = sendmsg(tcp_of(e)->io.fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	return n;
+}
+
 static int tcp_shutdown_write(struct relay_end *e)
 {
 	if (shutdown(tcp_of(e)->io.fd, SHUT_WR) < 0)
@@ -669,6 +782,7 @@ static const struct relay_end_ops tcp_end_ops = {
 	.set_interest = tcp_set_interest,
 	.close = tcp_close,
 	.abort = tcp_abort,
+	.writev = tcp_writev,
 };
 
 static void tcp_io_cb(struct loop *l, struct loop_io *io, uint32_t events)

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct loop;
 struct relay;
@@ -99,7 +100,10 @@ struct relay_opts {
  */
 struct relay_end_ops {
 	/* Bytes read (>0), 0 on EOF (peer's FIN / END_STREAM), -EAGAIN when
-	 * nothing is ready, -ECONNRESET when the peer reset, other -errno. */
+	 * nothing is ready, -ECONNRESET when the peer reset, other -errno.
+	 * Fewer bytes than asked means the end has nothing more right now (a
+	 * stream socket's short read): the relay does not read again before
+	 * the end reports READABLE again. */
 	ssize_t (*read)(struct relay_end *e, void *buf, size_t len);
 	/* Bytes accepted (>0), -EAGAIN when full, -EPIPE/-ECONNRESET when the
 	 * peer is gone, other -errno. Must never raise SIGPIPE. */
@@ -115,6 +119,23 @@ struct relay_end_ops {
 	void (*close)(struct relay_end *e);
 	/* Release with a reset (TCP RST / RST_STREAM); buffered bytes dropped. */
 	void (*abort)(struct relay_end *e);
+
+	/*
+	 * Optional: moving bytes without the relay's buffer. A source that
+	 * keeps its own buffer (an HTTP/2 stream's receive queue) lends it
+	 * out with peek(); a sink that can gather (a socket) writes from it
+	 * with writev(); then consume() takes what was written. The relay
+	 * does this instead of read() + write() when both sides offer it,
+	 * calling peek, writev and consume back to back.
+	 */
+	/* Like write(), from several buffers. */
+	ssize_t (*writev)(struct relay_end *e, const struct iovec *iov,
+			  int cnt);
+	/* Up to max iovecs over the bytes ready to be read (count > 0), or
+	 * what read() would say: 0 EOF, -EAGAIN, -errno. The bytes stay
+	 * put until consume(n) takes the first n of them. */
+	int (*peek)(struct relay_end *e, struct iovec *iov, int max);
+	void (*consume)(struct relay_end *e, size_t n);
 };
 
 /* Embedded first in every end implementation. */

@@ -16,6 +16,11 @@
  * record. c->rx_stalled records exactly that ("the last read said EAGAIN
  * and nothing arrived since"); anything new (bytes, EOF, error) clears it.
  * The caller is told it can read while it wants to and !rx_stalled.
+ * c->rx_drained says the socket had nothing more at the last read (a short
+ * read or EAGAIN) and no EPOLLIN came since: then neither another read()
+ * nor, with c->in and OpenSSL's buffer empty too, another SSL_read() can
+ * find anything, so both are skipped (a small message costs one read()
+ * and one SSL_read(), not two of each).
  *
  * Connection states (conn_set_state() checks the transitions):
  *
@@ -564,6 +569,7 @@ struct tls_conn {
 	int sock_err;	 /* socket error seen by read/send, or 0 */
 	bool rx_eof;	 /* read() returned 0 */
 	bool rx_stalled; /* last SSL_read wanted more and nothing came since */
+	bool rx_drained; /* the socket had no more at the last read */
 	bool rd_done;	 /* the owner was handed EOF or the error */
 	bool want_read, want_write;
 	bool wr_shut;	  /* close_notify queued */
@@ -677,14 +683,17 @@ static bool fill_in(struct tls_conn *c)
 				continue;
 			if (errno != EAGAIN)
 				c->sock_err = -errno;
+			c->rx_drained = true;
 			break;
 		}
 		if (n == 0)
 			c->rx_eof = true;
 		c->in.len += n;
 		c->rx_stalled = false;
-		if ((size_t)n < want)
+		if ((size_t)n < want) {
+			c->rx_drained = true; /* a stream socket read short */
 			break;
+		}
 	}
 	if (c->rx_eof || c->sock_err)
 		c->rx_stalled = false;
@@ -866,8 +875,10 @@ static void conn_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct tls_conn *c = io->arg;
 
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		c->rx_drained = false;
 		fill_in(c);
+	}
 	if (events & (EPOLLOUT | EPOLLERR))
 		flush_out(c);
 	if ((events & EPOLLERR) && !c->sock_err && !c->rx_eof) {
@@ -973,6 +984,17 @@ static int conn_err(const struct tls_conn *c)
 	return c->err ? c->err : -EPIPE;
 }
 
+/*
+ * SSL_read() cannot produce anything: no ciphertext in c->in or inside
+ * OpenSSL, the socket read short or said EAGAIN last time (no EPOLLIN
+ * since), and no EOF or error waits to be reported.
+ */
+static bool rx_nothing_new(struct tls_conn *c)
+{
+	return c->rx_drained && !c->in.len && !c->rx_eof && !c->sock_err &&
+	       !SSL_has_pending(c->ssl);
+}
+
 ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 {
 	char why[256];
@@ -988,6 +1010,8 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	if (c->rd_done)
 		return 0; /* EOF already delivered */
 	for (;;) {
+		if (rx_nothing_new(c))
+			goto stalled;
 		ERR_clear_error();
 		if (SSL_read_ex(c->ssl, buf, len, &got)) {
 			if (c->out.len) /* e.g. a KeyUpdate answer */
@@ -997,13 +1021,9 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 		e = SSL_get_error(c->ssl, 0);
 		if (e == SSL_ERROR_WANT_READ) {
 			/* Read through to the socket before saying EAGAIN. */
-			if (fill_in(c))
+			if (!c->rx_drained && fill_in(c))
 				continue;
-			c->rx_stalled = true;
-			if (c->out.len)
-				kick(c);
-			conn_update_io(c);
-			return -EAGAIN;
+			goto stalled;
 		}
 		break;
 	}
@@ -1016,9 +1036,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	}
 	if (e == SSL_ERROR_SYSCALL && c->sock_err) {
 		ERR_clear_error();
-		snprintf(c->errmsg, sizeof(c->errmsg), "%s",
-			 strerror(-c->sock_err));
-		conn_fail(c, c->sock_err, c->errmsg);
+		conn_fail(c, c->sock_err, strerror(-c->sock_err));
 	} else {
 		describe_failure(c->ssl, c->sock_err, why, sizeof(why));
 		conn_fail(c, -EPROTO, why);
@@ -1026,12 +1044,102 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	c->rd_done = true;
 	conn_update_io(c);
 	return c->err;
+
+stalled:
+	c->rx_stalled = true;
+	if (c->out.len)
+		kick(c);
+	conn_update_io(c);
+	return -EAGAIN;
 }
 
-ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+/* One SSL_write_ex of len bytes; false (connection failed) on error. */
+static bool conn_encrypt(struct tls_conn *c, const void *buf, size_t len)
 {
 	char why[256];
-	size_t n, done;
+	size_t done;
+
+	if (SSL_write_ex(c->ssl, buf, len, &done) && done == len)
+		return true;
+	describe_failure(c->ssl, c->sock_err, why, sizeof(why));
+	conn_fail(c, -EPROTO, why);
+	return false;
+}
+
+/* Where a record spanning iovecs is gathered. */
+static __thread uint8_t t_stage[TLS_RECORD_MAX];
+
+/*
+ * Encrypts the first `budget` bytes of iov[0..cnt) as few, large records:
+ * the first record takes budget % TLS_RECORD_MAX bytes (or a whole record),
+ * every later one exactly TLS_RECORD_MAX. A record lying inside one iovec
+ * is encrypted from there (runs of whole records in one SSL_write_ex, which
+ * cuts them at TLS_RECORD_MAX like we do); one spanning iovecs (a frame
+ * header and the start of its payload, say) is gathered in t_stage first.
+ * Returns false if the connection failed.
+ */
+static bool conn_encrypt_iov(struct tls_conn *c, const struct iovec *iov,
+			     int cnt, size_t budget)
+{
+	size_t rec =
+	    budget % TLS_RECORD_MAX ? budget % TLS_RECORD_MAX : TLS_RECORD_MAX;
+	size_t off = 0; /* into iov[i] */
+	int i = 0;
+
+	while (budget) {
+		size_t here, n;
+
+		while (i < cnt && off == iov[i].iov_len) {
+			i++;
+			off = 0;
+		}
+		if (i == cnt)
+			break; /* cannot happen: budget <= the iovecs' total */
+		if (rec > budget)
+			rec = budget;
+		here = iov[i].iov_len - off;
+		if (here >= rec) {
+			/* Direct: this record and every whole one after it
+			 * that lies in the same iovec. */
+			n = rec;
+			if (rec == TLS_RECORD_MAX) {
+				n = (here < budget ? here : budget);
+				n -= n % TLS_RECORD_MAX;
+			}
+			if (!conn_encrypt(c, (uint8_t *)iov[i].iov_base + off,
+					  n))
+				return false;
+			off += n;
+		} else {
+			/* Gather one record across iovec boundaries. */
+			size_t got = 0;
+
+			n = rec;
+			for (; got < n && i < cnt; i++, off = 0) {
+				size_t k = iov[i].iov_len - off;
+
+				if (k > n - got)
+					k = n - got;
+				memcpy(t_stage + got,
+				       (uint8_t *)iov[i].iov_base + off, k);
+				got += k;
+				off += k;
+				if (got == n)
+					break; /* iov[i] may have more */
+			}
+			n = got;
+			if (!conn_encrypt(c, t_stage, n))
+				return false;
+		}
+		budget -= n;
+		rec = TLS_RECORD_MAX;
+	}
+	return true;
+}
+
+ssize_t tls_conn_writev(struct tls_conn *c, const struct iovec *iov, int iovcnt)
+{
+	size_t total = 0, budget;
 
 	if (c->state == TLS_HANDSHAKING)
 		return -EAGAIN;
@@ -1039,7 +1147,9 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 		return conn_err(c);
 	if (c->wr_shut)
 		return -EPIPE;
-	if (!len)
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	if (!total)
 		return 0;
 	if (c->out.len >= TLS_CONN_OUT_MAX) {
 		int r = flush_out(c);
@@ -1054,22 +1164,32 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 			return -EAGAIN;
 		}
 	}
-	n = TLS_CONN_OUT_MAX - c->out.len;
-	if (n > len)
-		n = len;
+	budget = TLS_CONN_OUT_MAX - c->out.len;
+	if (budget > total)
+		budget = total;
 	ERR_clear_error();
-	if (!SSL_write_ex(c->ssl, buf, n, &done)) {
-		describe_failure(c->ssl, c->sock_err, why, sizeof(why));
-		conn_fail(c, -EPROTO, why);
+	if (!conn_encrypt_iov(c, iov, iovcnt, budget)) {
 		conn_update_io(c);
 		return c->err;
 	}
 	if (c->out.len >= TLS_CONN_OUT_MAX / 2)
 		flush_out(c);
-	if (c->out.len)
-		kick(c); /* the rest goes out at the end of this turn */
+	/*
+	 * The rest goes out at the end of this turn. A caller cut short waits
+	 * for on_writable: if that flush emptied the buffer there will be no
+	 * socket event to deliver it, so the kick must.
+	 */
+	if (c->out.len || budget < total)
+		kick(c);
 	conn_update_io(c);
-	return (ssize_t)done;
+	return (ssize_t)budget;
+}
+
+ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
+{
+	struct iovec iov = {(void *)buf, len};
+
+	return tls_conn_writev(c, &iov, 1);
 }
 
 int tls_conn_flush(struct tls_conn *c)

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct leaf;
 struct loop;
@@ -80,6 +81,8 @@ bool tls_peer_matches(SSL *ssl, const char *const *expected, size_t n);
  */
 #define TLS_CONN_IN_MAX	 (128 * 1024)
 #define TLS_CONN_OUT_MAX (256 * 1024)
+/* Largest TLS plaintext record (RFC 8446 §5.1). */
+#define TLS_RECORD_MAX 16384
 /* A handshake not finished after this long fails ("handshake timed out"). */
 #define TLS_HANDSHAKE_TIMEOUT_MS 10000
 /* tls_conn_close() waits at most this long to deliver pending output. */
@@ -147,6 +150,17 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len);
 ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len);
 
 /*
+ * Gather write, same results as tls_conn_write() for the iovecs' bytes in
+ * order. Records are cut from the gathered bytes, not per iovec: a frame
+ * header and its payload, or many small frames, share one record, and bulk
+ * goes out as full TLS_RECORD_MAX records encrypted in place (only a record
+ * spanning iovecs is copied, once, to gather it). tls_conn_write() is this
+ * with one iovec.
+ */
+ssize_t tls_conn_writev(struct tls_conn *c, const struct iovec *iov,
+			int iovcnt);
+
+/*
  * Send pending ciphertext now. 0 when all was sent, -EAGAIN when some is
  * left (it goes out when the socket is writable), or -errno.
  */
@@ -182,6 +196,7 @@ const char *tls_conn_error(const struct tls_conn *c);
 
 /* Ciphertext waiting to be sent, and buffer memory held right now. */
 size_t tls_conn_out_pending(const struct tls_conn *c);
+
 size_t tls_conn_buffer_bytes(const struct tls_conn *c);
 
 #endif

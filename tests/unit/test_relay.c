@@ -748,6 +748,251 @@ static void test_abort(void)
 	one_cleanup(&o);
 }
 
+
+/* ---- scripted ends: what the relay asks of an end, call by call ---- */
+
+/*
+ * A source that hands out queued chunks (one per read, cut to the room the
+ * relay offers) and a sink that takes everything; both count their calls.
+ * The lending variants (peek_ops/gather_ops) lend a byte buffer and take
+ * a bounded amount per writev, recording what arrived.
+ */
+struct mock_end {
+	struct relay_end base;
+	size_t chunks[8];
+	int nchunks, next;
+	size_t chunk_off;
+	int reads, eagains;
+	size_t written;
+	bool released;
+	/* lending source */
+	const uint8_t *data;
+	size_t data_len, data_off, piece;
+	bool eof_after;
+	int peeks;
+	/* gathering sink */
+	uint8_t *got;
+	size_t got_len, take; /* take: bytes accepted per writev, 0: full */
+	int writevs;
+	bool shut;
+	/* last interest the relay set */
+	bool want_rd, want_wr;
+};
+
+static struct mock_end *mock_of(struct relay_end *e)
+{
+	return (struct mock_end *)e;
+}
+
+static ssize_t mock_read(struct relay_end *e, void *buf, size_t len)
+{
+	struct mock_end *m = mock_of(e);
+	size_t n;
+
+	m->reads++;
+	if (m->next == m->nchunks) {
+		m->eagains++;
+		return -EAGAIN;
+	}
+	n = m->chunks[m->next] - m->chunk_off;
+	if (n > len)
+		n = len;
+	memset(buf, 'm', n);
+	m->chunk_off += n;
+	if (m->chunk_off == m->chunks[m->next]) {
+		m->next++;
+		m->chunk_off = 0;
+	}
+	return n;
+}
+
+static ssize_t mock_write(struct relay_end *e, const void *buf, size_t len)
+{
+	mock_of(e)->written += len;
+	return len;
+}
+
+static int mock_zero(struct relay_end *e)
+{
+	return 0;
+}
+
+static int mock_shut(struct relay_end *e)
+{
+	mock_of(e)->shut = true;
+	return 0;
+}
+
+static int mock_interest(struct relay_end *e, bool rd, bool wr)
+{
+	mock_of(e)->want_rd = rd;
+	mock_of(e)->want_wr = wr;
+	return 0;
+}
+
+static int mock_peek(struct relay_end *e, struct iovec *iov, int max)
+{
+	struct mock_end *m = mock_of(e);
+	size_t off = m->data_off;
+	int n = 0;
+
+	m->peeks++;
+	while (off < m->data_len && n < max) {
+		size_t k = m->data_len - off < m->piece ? m->data_len - off
+							: m->piece;
+
+		iov[n++] = (struct iovec){ (void *)(m->data + off), k };
+		off += k;
+	}
+	if (n)
+		return n;
+	return m->eof_after ? 0 : -EAGAIN;
+}
+
+static void mock_consume(struct relay_end *e, size_t n)
+{
+	mock_of(e)->data_off += n;
+}
+
+static ssize_t mock_writev(struct relay_end *e, const struct iovec *iov,
+			   int cnt)
+{
+	struct mock_end *m = mock_of(e);
+	size_t done = 0;
+
+	m->writevs++;
+	if (!m->take)
+		return -EAGAIN;
+	for (int i = 0; i < cnt && done < m->take; i++) {
+		size_t k = iov[i].iov_len < m->take - done ? iov[i].iov_len
+							   : m->take - done;
+
+		memcpy(m->got + m->got_len, iov[i].iov_base, k);
+		m->got_len += k;
+		done += k;
+	}
+	return done;
+}
+
+static void mock_release(struct relay_end *e)
+{
+	mock_of(e)->released = true;
+}
+
+static const struct relay_end_ops mock_ops = {
+	.read = mock_read,
+	.write = mock_write,
+	.shutdown_write = mock_zero,
+	.error = mock_zero,
+	.set_interest = mock_interest,
+	.close = mock_release,
+	.abort = mock_release,
+};
+
+static const struct relay_end_ops peek_ops = {
+	.read = mock_read,
+	.write = mock_write,
+	.shutdown_write = mock_shut,
+	.error = mock_zero,
+	.set_interest = mock_interest,
+	.close = mock_release,
+	.abort = mock_release,
+	.peek = mock_peek,
+	.consume = mock_consume,
+};
+
+static const struct relay_end_ops gather_ops = {
+	.read = mock_read,
+	.write = mock_write,
+	.shutdown_write = mock_shut,
+	.error = mock_zero,
+	.set_interest = mock_interest,
+	.close = mock_release,
+	.abort = mock_release,
+	.writev = mock_writev,
+};
+
+static void mock_push(struct mock_end *m, size_t len)
+{
+	m->chunks[m->nchunks++] = len;
+}
+
+/* A short read means "drained": no read that would only say EAGAIN. */
+static void test_short_read(void)
+{
+	struct mock_end src = { .base.ops = &mock_ops };
+	struct mock_end dst = { .base.ops = &mock_ops };
+	struct relay_opts opts = { .buf_size = 4096 };
+	struct loop *l = loop_new();
+	struct relay *r;
+
+	ok(relay_start(l, &src.base, &dst.base, false, &opts, &r) == 0,
+	   "short read: relay on scripted ends");
+	mock_push(&src, 100);
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(src.reads == 1 && src.eagains == 0 && dst.written == 100,
+	   "short read: 100 of 4096 bytes in one read, no EAGAIN read "
+	   "(%d reads, %d EAGAIN)", src.reads, src.eagains);
+	mock_push(&src, 4096);
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(src.reads == 3 && src.eagains == 1 && dst.written == 4196,
+	   "short read: a read that filled the buffer is followed by "
+	   "another (%d reads, %d EAGAIN)", src.reads, src.eagains);
+	relay_abort(r);
+	ok(src.released && dst.released, "short read: both ends released");
+	loop_free(l);
+}
+
+/*
+ * A lending source and a gathering sink: bytes go from the source's buffer
+ * to the sink without the relay's buffer; what the sink refuses stays in
+ * the source, which is not asked again until the sink is writable.
+ */
+static void test_lend(void)
+{
+	enum { LEN = 10000 };
+	struct mock_end src = { .base.ops = &peek_ops, .data = blob,
+				.data_len = LEN, .piece = 1000 };
+	struct mock_end dst = { .base.ops = &gather_ops, .take = 3000 };
+	struct relay_opts opts = { .buf_size = 4096 };
+	struct loop *l = loop_new();
+	struct relay *r;
+	int rounds = 0, peeks;
+
+	dst.got = malloc(LEN);
+	ok(relay_start(l, &src.base, &dst.base, false, &opts, &r) == 0 &&
+		   src.want_rd,
+	   "lend: relay on a lending source and a gathering sink");
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(dst.got_len == 3000 && src.data_off == 3000 &&
+		   relay_buffer_bytes() == 0,
+	   "lend: a short writev consumes only what the sink took (%zu, %zu), "
+	   "no relay buffer (%zu)",
+	   dst.got_len, src.data_off, relay_buffer_bytes());
+	ok(!src.want_rd && dst.want_wr,
+	   "lend: while the sink is full the source is not read, the sink "
+	   "is watched");
+	peeks = src.peeks;
+	relay_end_notify(&src.base, RELAY_END_READABLE);
+	ok(src.peeks == peeks && dst.got_len == 3000,
+	   "lend: a stray READABLE does not retry the full sink");
+	dst.take = 0;
+	relay_end_notify(&dst.base, RELAY_END_WRITABLE);
+	ok(dst.got_len == 3000 && !src.want_rd && dst.want_wr,
+	   "lend: EAGAIN from the sink keeps the bytes in the source");
+	dst.take = 3000;
+	src.eof_after = true;
+	while (!dst.shut && rounds++ < 10)
+		relay_end_notify(&dst.base, RELAY_END_WRITABLE);
+	ok(dst.got_len == LEN && !memcmp(dst.got, blob, LEN),
+	   "lend: all %d bytes arrive in order (%zu)", LEN, dst.got_len);
+	ok(dst.shut && src.data_off == LEN,
+	   "lend: EOF from the drained source becomes the sink's FIN");
+	relay_abort(r);
+	loop_free(l);
+	free(dst.got);
+}
+
 /* ---- many relays on one loop ---- */
 
 static void test_many(void)
@@ -862,6 +1107,8 @@ int main(void)
 	test_backpressure();
 	test_idle_no_buffer();
 	test_abort();
+	test_short_read();
+	test_lend();
 	test_many();
 
 	close(tun_lfd);

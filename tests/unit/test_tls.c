@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ struct ep {
 struct pair {
 	struct loop *l;
 	struct ep cli, srv;
+	const struct tls_conn_cbs *cli_cbs, *srv_cbs; /* NULL: cbs */
 	struct loop_timer deadline;
 	bool timed_out;
 	int pending;
@@ -212,8 +214,10 @@ static bool pair_start(struct pair *p, SSL_CTX *cctx, SSL_CTX *sctx)
 	p->srv.rx_len = p->cli.tx_len;
 	p->pending = 2;
 	tcp_pair(&cfd, &sfd);
-	if (tls_conn_new(p->l, cfd, cctx, false, &cbs, &p->cli, &p->cli.c) ||
-	    tls_conn_new(p->l, sfd, sctx, true, &cbs, &p->srv, &p->srv.c)) {
+	if (tls_conn_new(p->l, cfd, cctx, false, p->cli_cbs ? p->cli_cbs : &cbs,
+			 &p->cli, &p->cli.c) ||
+	    tls_conn_new(p->l, sfd, sctx, true, p->srv_cbs ? p->srv_cbs : &cbs,
+			 &p->srv, &p->srv.c)) {
 		ok(0, "tls_conn_new");
 		return false;
 	}
@@ -639,6 +643,384 @@ static void test_rotation(void)
 	leaf_unref(cur);
 }
 
+/* ---- records on the wire ---- */
+
+/* Application data records the client sent, by length (from the msg hook). */
+static struct {
+	unsigned int n;
+	size_t plain[32]; /* record length minus content type byte and tag */
+} recs;
+
+static void count_records(int write_p, int version, int content_type,
+			  const void *buf, size_t len, SSL *ssl, void *arg)
+{
+	const uint8_t *h = buf;
+
+	if (!write_p || content_type != SSL3_RT_HEADER || len < 5 ||
+	    h[0] != SSL3_RT_APPLICATION_DATA)
+		return;
+	if (recs.n < 32)
+		recs.plain[recs.n] = ((size_t)h[3] << 8 | h[4]) - 1 - 16;
+	recs.n++;
+}
+
+/*
+ * Gathers sent by the client right after its handshake (consecutive slices
+ * of blob_up, so the server must read blob_up[0..total) back).
+ */
+static const size_t gathers[][5] = {
+    {9, 64},		     /* an HTTP/2 frame header and a small payload */
+    {13, 9, 100000, 50000},  /* control frames, header, ring in two parts */
+    {3 * TLS_RECORD_MAX},    /* exactly three records */
+    {TLS_RECORD_MAX - 1, 1}, /* one record from two pieces */
+};
+static size_t gather_results[4];
+
+static void on_handshake_gather(struct tls_conn *c, bool ok, const char *err,
+				void *arg)
+{
+	struct ep *e = arg;
+	size_t off = 0;
+
+	if (ok) {
+		SSL_set_msg_callback(tls_conn_ssl(c), count_records);
+		recs.n = 0;
+		for (size_t g = 0; g < 4; g++) {
+			struct iovec iov[5];
+			int n = 0;
+
+			for (; n < 5 && gathers[g][n]; n++) {
+				iov[n] = (struct iovec){blob_up + off,
+							gathers[g][n]};
+				off += gathers[g][n];
+			}
+			gather_results[g] = tls_conn_writev(c, iov, n);
+		}
+		/* Records are made at once; close_notify is not counted. */
+		SSL_set_msg_callback(tls_conn_ssl(c), NULL);
+		e->tx_off = off; /* sent: ep_send only shuts down */
+	}
+	on_handshake(c, ok, err, arg);
+}
+
+static void test_records(void)
+{
+	static const struct tls_conn_cbs gather_cbs = {
+	    .on_handshake = on_handshake_gather,
+	    .on_readable = on_readable,
+	    .on_writable = on_writable,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	/* Expected plaintext record lengths, in order. */
+	size_t want[32], nwant = 0, total = 0;
+	struct pair p = {0};
+	bool lens_ok = true, all_taken = true;
+
+	for (size_t g = 0; g < 4; g++) {
+		size_t t = 0;
+
+		for (int i = 0; i < 5 && gathers[g][i]; i++)
+			t += gathers[g][i];
+		/* First record takes the remainder, the rest are full. */
+		if (t % TLS_RECORD_MAX)
+			want[nwant++] = t % TLS_RECORD_MAX;
+		for (size_t k = 0; k < t / TLS_RECORD_MAX; k++)
+			want[nwant++] = TLS_RECORD_MAX;
+		total += t;
+	}
+	p.cli.tx = blob_up;
+	p.cli.tx_len = total;
+	p.cli_cbs = &gather_cbs;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	for (size_t g = 0; g < 4; g++) {
+		size_t t = 0;
+
+		for (int i = 0; i < 5 && gathers[g][i]; i++)
+			t += gathers[g][i];
+		all_taken &= gather_results[g] == t;
+	}
+	ok(all_taken, "writev: every gather taken whole");
+	ok(recs.n == nwant, "writev: %u records for 4 gathers (want %zu)",
+	   recs.n, nwant);
+	for (size_t i = 0; i < nwant && i < recs.n; i++)
+		lens_ok &= recs.plain[i] == want[i];
+	ok(lens_ok && recs.n >= 2 && recs.plain[0] == 73,
+	   "writev: header and payload share a record, bulk goes in full "
+	   "%d-byte records (first %zu, second %zu)",
+	   TLS_RECORD_MAX, recs.plain[0], recs.n > 1 ? recs.plain[1] : 0);
+	ok(p.srv.rx_off == total && !p.srv.mismatch && p.srv.eof,
+	   "writev: the server reads every byte in order (%zu of %zu)",
+	   p.srv.rx_off, total);
+	pair_end(&p);
+}
+
+/* ---- read syscalls per small message ---- */
+
+/* read()-family syscalls of this process so far, or -1 (no /proc/self/io). */
+static long syscalls_read(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	long v = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "syscr: %ld", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+#define PINGS 200
+
+static struct {
+	struct tls_conn *cli;
+	size_t got, sent;
+	long syscr0, syscr1;
+	bool bad;
+} pp;
+
+static void pp_send(void)
+{
+	if (tls_conn_write(pp.cli, blob_up + pp.sent * 64, 64) != 64)
+		pp.bad = true;
+	pp.sent++;
+}
+
+static void pp_srv_handshake(struct tls_conn *c, bool ok, const char *err,
+			     void *arg)
+{
+	struct ep *e = arg;
+
+	on_handshake(c, ok, err, arg);
+	tls_conn_want(c, true, false);
+	if (!ok)
+		return;
+	pp.cli = e->p->cli.c;
+	pp.syscr0 = syscalls_read();
+	pp_send();
+}
+
+static void pp_srv_readable(struct tls_conn *c, void *arg)
+{
+	struct ep *e = arg;
+	ssize_t n;
+
+	while ((n = tls_conn_read(c, scratch, sizeof(scratch))) > 0) {
+		if (memcmp(scratch, blob_up + pp.got, n))
+			pp.bad = true;
+		pp.got += n;
+	}
+	if (n != -EAGAIN)
+		pp.bad = true;
+	if (pp.got == pp.sent * 64 && pp.sent < PINGS) {
+		pp_send(); /* the next one only after this one arrived */
+	} else if (pp.got == PINGS * 64) {
+		pp.syscr1 = syscalls_read();
+		tls_conn_want(c, false, false);
+		e->p->pending = 0;
+		loop_stop(e->p->l);
+	}
+}
+
+static void pp_cli_handshake(struct tls_conn *c, bool ok, const char *err,
+			     void *arg)
+{
+	on_handshake(c, ok, err, arg);
+	tls_conn_want(c, false, false); /* the client only writes */
+}
+
+static void test_read_syscalls(void)
+{
+	static const struct tls_conn_cbs srv_cbs = {
+	    .on_handshake = pp_srv_handshake,
+	    .on_readable = pp_srv_readable,
+	};
+	static const struct tls_conn_cbs cli_cbs = {
+	    .on_handshake = pp_cli_handshake,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	struct pair p = {0};
+	long reads;
+
+	if (syscalls_read() < 0) {
+		tap_skip("no /proc/self/io: cannot count read syscalls");
+		return;
+	}
+	p.cli_cbs = &cli_cbs;
+	p.srv_cbs = &srv_cbs;
+	if (!pair_start(&p, cctx, sctx))
+		return;
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	reads = pp.syscr1 - pp.syscr0;
+	ok(!p.timed_out && !pp.bad && pp.got == PINGS * 64,
+	   "%d small messages one after the other arrive intact", PINGS);
+	/* One read() finds each message; a second one that would only say
+	 * EAGAIN is skipped (the short read said the socket was drained). */
+	ok(reads >= PINGS && reads <= PINGS + 2,
+	   "one read() per small message (%ld reads for %d messages)", reads,
+	   PINGS);
+	pair_end(&p);
+}
+
+/* ---- a write cut at the bound is followed by on_writable ---- */
+
+/*
+ * Like the HBONE layer, the writer stops at the first write taken short
+ * and waits for on_writable. Here the cut happens outside any connection
+ * callback while ciphertext is pending on a full socket; the write's own
+ * flush then finds room (the socket buffer just grew) and sends it all, so
+ * the connection is writable again at once with nothing left to wait for:
+ * it must still call on_writable. The reader sends nothing, so no event
+ * from the peer can paper over a missing wakeup.
+ */
+#define CUT_TOTAL (4 * MiB)
+
+static struct {
+	size_t off;
+	unsigned int writable_calls;
+	bool cut_outside, waiting, bad;
+	size_t cut_taken, cut_offered, pending_before;
+	struct loop_timer grow;
+} cut;
+
+/* Write until the connection takes less than offered. */
+static void cut_send(struct pair *p)
+{
+	struct tls_conn *c = p->cli.c;
+
+	cut.waiting = false;
+	while (cut.off < CUT_TOTAL) {
+		size_t want = CUT_TOTAL - cut.off < 200 * 1024
+				  ? CUT_TOTAL - cut.off
+				  : 200 * 1024;
+		ssize_t n = tls_conn_write(c, blob_up + cut.off, want);
+
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			cut.bad = true;
+			return;
+		}
+		cut.off += n;
+		if ((size_t)n < want)
+			break;
+	}
+	if (cut.off < CUT_TOTAL) {
+		cut.waiting = true; /* until on_writable */
+		return;
+	}
+	tls_conn_shutdown(c);
+	tls_conn_want(c, false, false);
+}
+
+static void cut_writable(struct tls_conn *c, void *arg)
+{
+	struct ep *e = arg;
+
+	cut.writable_calls++;
+	if (!cut.cut_outside) {
+		/* First: one write that leaves ciphertext on a full socket. */
+		if (!cut.off)
+			cut.off = tls_conn_write(c, blob_up, 250 * 1024);
+		return;
+	}
+	if (cut.waiting)
+		cut_send(e->p);
+}
+
+/* Once the writer is stuck on a full socket: grow the socket buffer and
+ * write again from here, outside the connection's callbacks. */
+static void cut_grow(struct loop *l, struct loop_timer *t)
+{
+	struct pair *p = t->arg;
+	struct tls_conn *c = p->cli.c;
+	int big = 16 * MiB;
+
+	cut.pending_before = tls_conn_out_pending(c);
+	setsockopt(tls_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	cut.cut_outside = true;
+	cut.cut_offered = 200 * 1024;
+	cut.cut_taken = tls_conn_write(c, blob_up + cut.off, cut.cut_offered);
+	cut.off += cut.cut_taken;
+	cut.waiting = true;
+	/* Reading generates no event on the writer's side while its buffer
+	 * is empty (no EPOLLOUT is asked for then): only the cut itself can
+	 * lead to on_writable. */
+	p->srv.paused = false;
+	tls_conn_want(p->srv.c, true, false);
+}
+
+static void cut_handshake(struct tls_conn *c, bool ok, const char *err,
+			  void *arg)
+{
+	struct ep *e = arg;
+	int small = 16 * 1024;
+
+	on_handshake(c, ok, err, arg);
+	if (!ok)
+		return;
+	setsockopt(tls_conn_fd(c), SOL_SOCKET, SO_SNDBUF, &small,
+		   sizeof(small));
+	tls_conn_want(c, false, true);
+	loop_timer_arm(e->p->l, &cut.grow, 200);
+}
+
+static void test_cut_write_wakes(void)
+{
+	static const struct tls_conn_cbs cli_cbs = {
+	    .on_handshake = cut_handshake,
+	    .on_writable = cut_writable,
+	};
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = server_ctx(ca_a, SERVER_ID);
+	socklen_t sl = sizeof(int);
+	struct pair p = {0};
+	bool started;
+	int rcvbuf;
+
+	p.cli.tx = blob_up;
+	p.cli.tx_len = CUT_TOTAL; /* what the server must read back */
+	p.srv.paused = true;
+	p.cli_cbs = &cli_cbs;
+	loop_timer_init(&cut.grow, cut_grow, &p);
+	/* A small receive buffer (inherited from the listener, so the window
+	 * is right from the SYN) keeps the first write's ciphertext pending. */
+	getsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &sl);
+	setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &(int){32 * 1024}, sizeof(int));
+	started = pair_start(&p, cctx, sctx);
+	setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (!started)
+		return;
+	p.cli.done = true; /* the server's EOF ends the case */
+	p.pending = 1;
+	p.srv.shut = true; /* the server sends nothing */
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	ok(cut.cut_outside && cut.pending_before >= TLS_CONN_OUT_MAX / 2 &&
+	       cut.cut_taken < cut.cut_offered,
+	   "setup: a write on a connection with %zu bytes pending is cut "
+	   "(%zu of %zu taken)",
+	   cut.pending_before, cut.cut_taken, cut.cut_offered);
+	ok(!p.timed_out && !cut.bad && p.srv.rx_off == CUT_TOTAL &&
+	       !p.srv.mismatch && p.srv.eof,
+	   "the cut writer hears on_writable without any event from the peer "
+	   "and finishes (%zu of %d bytes)",
+	   p.srv.rx_off, CUT_TOTAL);
+	loop_timer_disarm(p.l, &cut.grow);
+	pair_end(&p);
+}
+
 int main(void)
 {
 	char err[256];
@@ -671,6 +1053,9 @@ int main(void)
 	test_bare_fin();
 	test_close_linger();
 	test_rotation();
+	test_records();
+	test_read_syscalls();
+	test_cut_write_wakes();
 
 	free(blob_up);
 	free(blob_down);
