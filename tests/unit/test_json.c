@@ -130,8 +130,8 @@ static void test_access_log(void)
 		   "bytes_sent=5 bytes_recv=12 duration=\"3ms\" "
 		   "response_flags=\"DENY\" "
 		   "error=\"denied by policy default/x\"\n"),
-	   "text line: every field, quotes escaped, absent ones left out (%s)",
-	   line);
+	   "text line: every field, quotes escaped, absent ones left out (%.*s)",
+	   (int)(n ? n - 1 : 0), line); /* without its newline: one TAP line */
 	n = access_log_format_line(ACCESS_LOG_JSON, &r, line, sizeof(line));
 	ok(line[n - 1] == '\n' && parse(line, &j) == 0, "JSON line parses");
 	ok(j && strcmp(json_get_str(j, "src.workload"), "we\"ird\\name") == 0 &&
