@@ -153,7 +153,7 @@ struct control {
 	struct bpfctl b;
 	struct loop *loop;
 	struct loop_io sig_io, ino_io, rtnl_io, ring_io, ctl_io;
-	struct loop_timer reload_timer, retry_timer, rotate_timer;
+	struct loop_timer reload_timer, retry_timer, rotate_timer, ring_timer;
 	struct ring_buffer *ring;
 	int ino_fd;
 	char cfg_dir[PATH_MAX];
@@ -767,6 +767,15 @@ static void on_ring(struct loop *l, struct loop_io *io, uint32_t events)
 	struct control *c = io->arg;
 
 	ring_buffer__consume(c->ring);
+}
+
+/* sockops submits without waking us (bpf_shared.h): drain on a timer. */
+static void on_ring_timer(struct loop *l, struct loop_timer *t)
+{
+	struct control *c = t->arg;
+
+	ring_buffer__consume(c->ring);
+	loop_timer_arm(l, t, AMB_SOCK_EV_DRAIN_MS);
 }
 
 /* Re-issue leaves past half their lifetime; live connections keep theirs. */
@@ -1396,6 +1405,8 @@ static int run(struct control *c)
 	c->ring = ring_buffer__new(c->b.sock_ev_fd, on_sock_event, c, NULL);
 	if (c->ring) {
 		loop_io_init(&c->ring_io, ring_buffer__epoll_fd(c->ring), on_ring, c);
+		loop_timer_init(&c->ring_timer, on_ring_timer, c);
+		loop_timer_arm(c->loop, &c->ring_timer, AMB_SOCK_EV_DRAIN_MS);
 		loop_io_update(c->loop, &c->ring_io, EPOLLIN);
 	}
 

@@ -167,5 +167,10 @@ struct amb_pol_name {
 #define AMB_MAX_EXCL_NETS 256
 #define AMB_MAX_EXCL_PORTS 256
 #define AMB_MAX_SOCKS 65536
+/* amb_sock_ev ring size, and the backlog that wakes the consumer at once
+ * (below it, the daemon drains every AMB_SOCK_EV_DRAIN_MS). */
+#define AMB_SOCK_EV_BYTES (256 * 1024)
+#define AMB_SOCK_EV_WAKE_BYTES (AMB_SOCK_EV_BYTES / 4)
+#define AMB_SOCK_EV_DRAIN_MS 100
 
 #endif
