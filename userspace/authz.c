@@ -115,24 +115,11 @@ static bool any_sa(const struct sa_match *list, size_t n,
 	return false;
 }
 
-static uint32_t mask_of(uint8_t len)
-{
-	return len ? htonl(~0u << (32 - len)) : 0;
-}
-
-/* Does cidr contain every address of addr/len? */
-static bool cidr_covers(const struct ip_cidr *cidr, uint32_t addr, uint8_t len)
-{
-	uint32_t m = mask_of(cidr->prefix_len);
-
-	return cidr->prefix_len <= len && (addr & m) == (cidr->addr_be & m);
-}
-
 static bool any_cidr(const struct ip_cidr *list, size_t n, uint32_t addr,
 		     uint8_t len)
 {
 	for (size_t i = 0; i < n; i++)
-		if (cidr_covers(&list[i], addr, len))
+		if (ip_cidr_covers(&list[i], addr, len))
 			return true;
 	return false;
 }
@@ -147,8 +134,8 @@ static bool any_port(const uint16_t *list, size_t n, uint16_t port)
 
 /* A positive list holds when empty or any matches; a not* list when empty
  * or none matches. */
-#define HOLDS(list, n, test) (!(n) || (test))
-#define HOLDS_NOT(list, n, test) (!(n) || !(test))
+#define HOLDS(n, test) (!(n) || (test))
+#define HOLDS_NOT(n, test) (!(n) || !(test))
 
 static bool match_empty(const struct pol_match *m)
 {
@@ -164,41 +151,41 @@ static bool match_holds(const struct pol_match *m, const struct caller *k)
 {
 	const struct authz_conn *c = k->c;
 
-	return HOLDS(m->destination_ips, m->n_destination_ips,
+	return HOLDS(m->n_destination_ips,
 		     any_cidr(m->destination_ips, m->n_destination_ips,
 			      c->dst_be, 32)) &&
-	       HOLDS_NOT(m->not_destination_ips, m->n_not_destination_ips,
+	       HOLDS_NOT(m->n_not_destination_ips,
 			 any_cidr(m->not_destination_ips,
 				  m->n_not_destination_ips, c->dst_be, 32)) &&
-	       HOLDS(m->source_ips, m->n_source_ips,
+	       HOLDS(m->n_source_ips,
 		     any_cidr(m->source_ips, m->n_source_ips, c->src_be,
 			      c->src_prefix_len)) &&
 	       /* Under a prefix, "no element matches" must hold for every
 		* address: no not-CIDR may even overlap it. The compiler only
 		* passes prefixes that are never split by a listed CIDR, so
 		* overlap and cover coincide. */
-	       HOLDS_NOT(m->not_source_ips, m->n_not_source_ips,
+	       HOLDS_NOT(m->n_not_source_ips,
 			 any_cidr(m->not_source_ips, m->n_not_source_ips,
 				  c->src_be, c->src_prefix_len)) &&
-	       HOLDS(m->destination_ports, m->n_destination_ports,
+	       HOLDS(m->n_destination_ports,
 		     any_port(m->destination_ports, m->n_destination_ports,
 			      c->dst_port)) &&
-	       HOLDS_NOT(m->not_destination_ports, m->n_not_destination_ports,
+	       HOLDS_NOT(m->n_not_destination_ports,
 			 any_port(m->not_destination_ports,
 				  m->n_not_destination_ports, c->dst_port)) &&
-	       HOLDS(m->service_accounts, m->n_service_accounts,
+	       HOLDS(m->n_service_accounts,
 		     any_sa(m->service_accounts, m->n_service_accounts, k)) &&
-	       HOLDS_NOT(m->not_service_accounts, m->n_not_service_accounts,
+	       HOLDS_NOT(m->n_not_service_accounts,
 			 any_sa(m->not_service_accounts,
 				m->n_not_service_accounts, k)) &&
-	       HOLDS(m->principals, m->n_principals,
+	       HOLDS(m->n_principals,
 		     any_principal(m->principals, m->n_principals, k)) &&
-	       HOLDS_NOT(m->not_principals, m->n_not_principals,
+	       HOLDS_NOT(m->n_not_principals,
 			 any_principal(m->not_principals, m->n_not_principals,
 				       k)) &&
-	       HOLDS(m->namespaces, m->n_namespaces,
+	       HOLDS(m->n_namespaces,
 		     any_str(m->namespaces, m->n_namespaces, k->ns)) &&
-	       HOLDS_NOT(m->not_namespaces, m->n_not_namespaces,
+	       HOLDS_NOT(m->n_not_namespaces,
 			 any_str(m->not_namespaces, m->n_not_namespaces,
 				 k->ns));
 }

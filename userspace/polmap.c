@@ -123,9 +123,7 @@ static int vec_add(struct vec *x, const void *item)
 
 static struct ip_cidr norm(struct ip_cidr c)
 {
-	uint32_t m = c.prefix_len ? htonl(~0u << (32 - c.prefix_len)) : 0;
-
-	c.addr_be &= m;
+	c.addr_be &= ip_cidr_mask(c.prefix_len);
 	return c;
 }
 
@@ -174,14 +172,6 @@ static int by_prefix_len(const void *a, const void *b)
 	if (x->prefix_len != y->prefix_len)
 		return x->prefix_len - y->prefix_len;
 	return memcmp(&x->addr_be, &y->addr_be, 4);
-}
-
-static bool contains(const struct ip_cidr *outer, const struct ip_cidr *inner)
-{
-	uint32_t m = outer->prefix_len ? htonl(~0u << (32 - outer->prefix_len)) : 0;
-
-	return outer->prefix_len <= inner->prefix_len &&
-	       (inner->addr_be & m) == outer->addr_be;
 }
 
 static bool same(const struct amb_pol_verdict *a, const struct amb_pol_verdict *b)
@@ -294,7 +284,7 @@ int polmap_compile(const struct state *st, const struct workload *wl,
 			/* Nearest listed ancestor: the entry the lookup
 			 * would find if this one were left out. */
 			for (size_t j = i; j-- > 0;) {
-				if (contains((struct ip_cidr *)k.nets.v + j, n)) {
+				if (ip_cidr_covers((struct ip_cidr *)k.nets.v + j, n->addr_be, n->prefix_len)) {
 					parent = &row[j];
 					break;
 				}

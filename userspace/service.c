@@ -218,9 +218,7 @@ static int attempt(struct svc_conn *sc)
 			return -EINVAL;
 		/* A service endpoint may also prove one of the service's
 		 * subjectAltNames (DESIGN.md §3). */
-		for (size_t i = 0; sc->svc->n_subject_alt_names && i < sc->svc->n_subject_alt_names &&
-				   n < MAX_IDS;
-		     i++)
+		for (size_t i = 0; i < sc->svc->n_subject_alt_names && n < MAX_IDS; i++)
 			ids[n++] = sc->svc->subject_alt_names[i];
 		return tunnel_stream(w, &sc->c->src, &to, sc->src_wl, ids, n,
 				     stream_ready, sc);

@@ -10,6 +10,8 @@
 
 #include "state.h"
 
+#include <arpa/inet.h>
+
 #define ARENA_CHUNK (64u * 1024)
 #define ARENA_ALIGN 16u
 
@@ -86,6 +88,18 @@ NAME_TABLE(str_match_kind_name, enum str_match_kind, "Exact", "Prefix",
 	   "Suffix", "Presence")
 NAME_TABLE(peer_auth_mode_name, enum peer_auth_mode, "UNSET", "PERMISSIVE",
 	   "STRICT", "DISABLE")
+
+uint32_t ip_cidr_mask(uint8_t prefix_len)
+{
+	return prefix_len ? htonl(~0u << (32 - prefix_len)) : 0;
+}
+
+bool ip_cidr_covers(const struct ip_cidr *cidr, uint32_t addr_be, uint8_t len)
+{
+	uint32_t m = ip_cidr_mask(cidr->prefix_len);
+
+	return cidr->prefix_len <= len && (addr_be & m) == (cidr->addr_be & m);
+}
 
 static void arena_free(struct chunk *c)
 {

@@ -182,6 +182,11 @@ struct ip_cidr {
 };
 
 /* Service `cidrVips[]`: {network, cidr}. */
+/* Network-order mask of a prefix length (0..32). */
+uint32_t ip_cidr_mask(uint8_t prefix_len);
+/* Does cidr contain every address of addr_be/len (len 32: one address)? */
+bool ip_cidr_covers(const struct ip_cidr *cidr, uint32_t addr_be, uint8_t len);
+
 struct net_cidr {
 	char *network;
 	struct ip_cidr cidr;

@@ -355,13 +355,9 @@ void reset_close(int fd)
 
 static bool in_service_range(const struct daemon *d, uint32_t addr)
 {
-	for (size_t i = 0; i < d->n_svc_nets; i++) {
-		uint8_t len = d->svc_nets[i].prefix_len;
-		uint32_t m = len ? htonl(~0u << (32 - len)) : 0;
-
-		if ((addr & m) == (d->svc_nets[i].addr_be & m))
+	for (size_t i = 0; i < d->n_svc_nets; i++)
+		if (ip_cidr_covers(&d->svc_nets[i], addr, 32))
 			return true;
-	}
 	return false;
 }
 

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "relay.h"
 #include "tap.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -80,19 +81,9 @@ static void tc_run(struct tcase *tc, uint64_t timeout_ms)
 }
 
 /* Run the loop for ms (lets closes/frees settle). */
-static void stop_cb(struct loop *l, struct loop_timer *t)
-{
-	loop_stop(l);
-}
-
 static void spin(uint64_t ms)
 {
-	struct loop_timer t;
-
-	loop_timer_init(&t, stop_cb, NULL);
-	loop_timer_arm(L, &t, ms);
-	loop_run(L);
-	loop_timer_disarm(L, &t);
+	loop_spin(L, ms);
 }
 
 /* Run until *flag or timeout. */

@@ -11,6 +11,7 @@
 #include "pool.h"
 #include "relay.h"
 #include "tap.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,19 +31,10 @@ static int srv_accepted;
 
 /* ---- loop helpers ---- */
 
-static void stop_cb(struct loop *l, struct loop_timer *t)
-{
-	loop_stop(l);
-}
-
+/* Run the loop for ms (lets closes/frees settle). */
 static void spin(uint64_t ms)
 {
-	struct loop_timer t;
-
-	loop_timer_init(&t, stop_cb, NULL);
-	loop_timer_arm(L, &t, ms);
-	loop_run(L);
-	loop_timer_disarm(L, &t);
+	loop_spin(L, ms);
 }
 
 /* ---- server: refuses every CONNECT (the pool only needs streams) ---- */

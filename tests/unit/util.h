@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Small helpers shared by the unit tests that handle addresses and names. */
+/* Small helpers shared by the unit tests. */
 #ifndef AMBIENTD_TEST_UTIL_H
 #define AMBIENTD_TEST_UTIL_H
 
@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "loop.h"
 
 /* Dotted IPv4 to network order; aborts on a typo in the test itself. */
 static inline uint32_t ip(const char *s)
@@ -23,6 +25,22 @@ static inline uint32_t ip(const char *s)
 static inline bool streq(const char *a, const char *b)
 {
 	return a && b && !strcmp(a, b);
+}
+
+static inline void util_stop_cb(struct loop *l, struct loop_timer *t)
+{
+	loop_stop(l);
+}
+
+/* Run loop l for ms (lets closes and deferred frees settle). */
+static inline void loop_spin(struct loop *l, uint64_t ms)
+{
+	struct loop_timer t;
+
+	loop_timer_init(&t, util_stop_cb, NULL);
+	loop_timer_arm(l, &t, ms);
+	loop_run(l);
+	loop_timer_disarm(l, &t);
 }
 
 #endif
