@@ -6,8 +6,10 @@
  * amb_tc_inbound - on every other interface of the node netns (uplink,
  *                  non-enrolled pods): traffic towards enrolled pods.
  *
- * Both hand TCP to the node's tunnel with bpf_sk_assign: established flows to
- * their socket (full 4-tuple), new flows (SYN) to the right listener. Nothing
+ * Both hand TCP to the node's tunnel: new flows (SYN) are assigned to the
+ * right listener with bpf_sk_assign; packets of flows that already have a
+ * tunnel socket (full 4-tuple) are only marked for local delivery, where
+ * the stack's early demux finds that socket itself (see deliver()). Nothing
  * carrying the tunnel's SO_MARK is ever captured. Both drop packets that
  * claim an enrolled pod's address without coming from that pod's veth: the
  * tunnel takes the source address as the caller's identity.
@@ -52,7 +54,7 @@ int amb_tc_pod(struct __sk_buff *skb)
 	 * excluded, whatever port the tunnel happened to pick. */
 	sk = lookup_flow(skb, &p);
 	if (sk)
-		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+		return deliver(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
 	if (excluded_outbound(&p))
 		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))
@@ -89,7 +91,7 @@ int amb_tc_inbound(struct __sk_buff *skb)
 
 	sk = lookup_flow(skb, &p);
 	if (sk)
-		return assign(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+		return deliver(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
 	if (excluded_inbound(&p))
 		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))

@@ -78,6 +78,23 @@ static __always_inline int assign(struct __sk_buff *skb, struct bpf_sock *sk,
 }
 
 /*
+ * Deliver a packet of an established tunnel flow without assigning it: the
+ * mark makes routing deliver it locally, and the stack's own early demux
+ * finds the socket by the same 4-tuple and takes the input route that
+ * socket cached, so the packet skips the policy-routing lookup that an
+ * assigned skb (early demux skipped) would pay every time.
+ */
+static __always_inline int deliver(struct __sk_buff *skb, struct bpf_sock *sk,
+				   __u32 reason)
+{
+	bpf_sk_release(sk);
+	skb->mark = AMB_MARK_DELIVER;
+	if (skb->pkt_type != PACKET_HOST)
+		bpf_skb_change_type(skb, PACKET_HOST);
+	return pass(skb, reason);
+}
+
+/*
  * Established-socket lookup on the full 4-tuple as the node sees the packet.
  * Returns a referenced socket, or NULL when there is none or it is a
  * listener or TIME_WAIT (those must not swallow a new flow's packets).

@@ -33,7 +33,7 @@
  * string table in userspace (bpf_reason_name) must follow this order.
  */
 enum amb_reason {
-	AMB_R_ASSIGN_ESTABLISHED = 0, /* established flow assigned to its socket */
+	AMB_R_ASSIGN_ESTABLISHED = 0, /* established tunnel flow, sent to its socket */
 	AMB_R_ASSIGN_OUTBOUND,        /* pod SYN assigned to the 15001 listener */
 	AMB_R_ASSIGN_INBOUND,         /* SYN to a pod assigned to 15006 */
 	AMB_R_ASSIGN_HBONE,           /* SYN to pod:15008 assigned to 15008 */
