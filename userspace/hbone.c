@@ -42,6 +42,8 @@
  */
 #include "hbone.h"
 
+#include "bufpool.h"
+
 #include "log.h"
 #include "loop.h"
 #include "relay.h"
@@ -493,7 +495,7 @@ static void ring_free(struct hb_stream *s)
 {
 	if (!s->sbuf)
 		return;
-	free(s->sbuf);
+	bufpool_put(s->sbuf, s->c->o.send_buf);
 	s->sbuf = NULL;
 	buffered_add(s->c, -(ssize_t)s->c->o.send_buf);
 	s->srd = s->swr = 0;
@@ -545,6 +547,11 @@ static void rq_consume(struct hb_stream *s, size_t n)
 		conn_want_send(c);
 }
 
+static void chunk_free(struct hb_chunk *k)
+{
+	bufpool_put(k, sizeof(*k) + k->cap);
+}
+
 static void rq_drop(struct hb_stream *s, bool consume)
 {
 	struct hb_chunk *k;
@@ -553,7 +560,7 @@ static void rq_drop(struct hb_stream *s, bool consume)
 	while ((k = s->rq_head)) {
 		s->rq_head = k->next;
 		buffered_add(s->c, -(ssize_t)k->cap);
-		free(k);
+		chunk_free(k);
 	}
 	s->rq_tail = NULL;
 	s->rq_bytes = 0;
@@ -570,7 +577,7 @@ static int rq_append(struct hb_stream *s, const uint8_t *data, size_t len)
 		if (!k || k->len == k->cap) {
 			size_t cap = len > HB_CHUNK ? len : HB_CHUNK;
 
-			k = malloc(sizeof(*k) + cap);
+			k = bufpool_get(sizeof(*k) + cap);
 			if (!k)
 				return -ENOMEM;
 			k->next = NULL;
@@ -827,7 +834,7 @@ static void rq_take(struct hb_stream *s, size_t n)
 			if (!s->rq_head)
 				s->rq_tail = NULL;
 			buffered_add(s->c, -(ssize_t)k->cap);
-			free(k);
+			chunk_free(k);
 		}
 	}
 	s->rq_bytes -= n;
@@ -891,7 +898,7 @@ static ssize_t st_write(struct relay_end *e, const void *buf, size_t len)
 	if (!len)
 		return 0;
 	if (!s->sbuf) {
-		s->sbuf = malloc(c->o.send_buf);
+		s->sbuf = bufpool_get(c->o.send_buf);
 		if (!s->sbuf)
 			return -ENOMEM;
 		buffered_add(c, (ssize_t)c->o.send_buf);

@@ -31,6 +31,8 @@
  */
 #include "relay.h"
 
+#include "bufpool.h"
+
 #include "log.h"
 #include "loop.h"
 
@@ -45,8 +47,6 @@
 #include <unistd.h>
 
 #define RELAY_DEFAULT_BUF (64 * 1024)
-/* Drained buffers kept per thread for reuse; beyond this they go to malloc. */
-#define RELAY_POOL_MAX_IDLE (1024 * 1024)
 /* Read+write rounds per direction per notification; bounds one relay's turn. */
 #define RELAY_PUMP_ROUNDS 8
 
@@ -60,7 +60,6 @@ enum relay_dir_state {
 };
 
 struct relay_buf {
-	struct relay_buf *next; /* free-list link while pooled */
 	size_t size;
 	unsigned char data[];
 };
@@ -90,41 +89,18 @@ struct relay {
 	struct relay_meter *meters[RELAY_METERS];
 };
 
-/* ---- per-thread buffer pool ---- */
+/* ---- buffers (bufpool.h) ---- */
 
-static __thread struct relay_buf *pool_head;
-static __thread size_t pool_idle_bytes;
 static __thread size_t pool_used_bytes;
 static __thread size_t live_relays;
 
-static pthread_key_t pool_key;
-static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
-
-static void pool_thread_exit(void *unused)
-{
-	relay_pool_trim();
-}
-
-static void pool_key_create(void)
-{
-	if (pthread_key_create(&pool_key, pool_thread_exit))
-		log_warn(
-			"relay: no thread-exit hook; call relay_pool_trim() before exit");
-}
-
 static struct relay_buf *buf_get(size_t size)
 {
-	struct relay_buf *b = pool_head;
+	struct relay_buf *b = bufpool_get(sizeof(*b) + size);
 
-	if (b && b->size == size) {
-		pool_head = b->next;
-		pool_idle_bytes -= size;
-	} else {
-		b = malloc(sizeof(*b) + size);
-		if (!b)
-			return NULL;
-		b->size = size;
-	}
+	if (!b)
+		return NULL;
+	b->size = size;
 	pool_used_bytes += size;
 	return b;
 }
@@ -132,32 +108,7 @@ static struct relay_buf *buf_get(size_t size)
 static void buf_put(struct relay_buf *b)
 {
 	pool_used_bytes -= b->size;
-	if (pool_idle_bytes + b->size > RELAY_POOL_MAX_IDLE) {
-		free(b);
-		return;
-	}
-	pthread_once(&pool_key_once, pool_key_create);
-	/* Any non-NULL value makes the thread-exit destructor run. */
-	pthread_setspecific(pool_key, &pool_head);
-	b->next = pool_head;
-	pool_head = b;
-	pool_idle_bytes += b->size;
-}
-
-void relay_pool_trim(void)
-{
-	while (pool_head) {
-		struct relay_buf *b = pool_head;
-
-		pool_head = b->next;
-		free(b);
-	}
-	pool_idle_bytes = 0;
-}
-
-size_t relay_pool_idle_bytes(void)
-{
-	return pool_idle_bytes;
+	bufpool_put(b, sizeof(*b) + b->size);
 }
 
 size_t relay_buffer_bytes(void)

@@ -8,7 +8,7 @@
  * HBONE issue can plug an HTTP/2 CONNECT stream in as an end; today both ends
  * are TCP sockets (relay_end_tcp_new()).
  *
- * Memory: a direction's buffer is taken from a per-thread pool only while it
+ * Memory: a direction's buffer is taken (bufpool.h) only while it
  * holds bytes and returned when drained, so an idle relay costs only its
  * struct. Reads from an end stop while the buffer towards the other end is
  * full (backpressure).
@@ -211,12 +211,5 @@ void relay_get_counts(const struct relay *r, uint64_t *up, uint64_t *down);
 /* Number of relays alive on this thread, and buffer memory they hold now. */
 size_t relay_live_count(void);
 size_t relay_buffer_bytes(void);
-/*
- * Drained buffers kept on this thread's free list for reuse (bounded), and
- * giving them back to malloc (e.g. before a worker thread exits; thread exit
- * does it too).
- */
-size_t relay_pool_idle_bytes(void);
-void relay_pool_trim(void);
 
 #endif

@@ -34,6 +34,8 @@
  */
 #include "tls.h"
 
+#include "bufpool.h"
+
 #include "ca.h"
 #include "log.h"
 #include "loop.h"
@@ -430,7 +432,7 @@ struct ring {
 
 static void ring_release(struct ring *r)
 {
-	free(r->buf);
+	bufpool_put(r->buf, r->cap);
 	r->buf = NULL;
 	r->cap = r->head = r->len = 0;
 }
@@ -439,7 +441,7 @@ static int ring_ensure(struct ring *r)
 {
 	if (r->buf)
 		return 0;
-	r->buf = malloc(r->nominal);
+	r->buf = bufpool_get(r->nominal);
 	if (!r->buf)
 		return -ENOMEM;
 	r->cap = r->nominal;
@@ -521,12 +523,12 @@ static int ring_push(struct ring *r, const void *data, size_t n)
 		return -ENOMEM;
 	if (r->cap - r->len < n) {
 		size_t cap = r->cap * 2 > r->len + n ? r->cap * 2 : r->len + n;
-		uint8_t *nb = malloc(cap);
+		uint8_t *nb = bufpool_get(cap);
 
 		if (!nb)
 			return -ENOMEM;
 		r->len = ring_pop(r, nb, r->len);
-		free(r->buf);
+		bufpool_put(r->buf, r->cap);
 		r->buf = nb;
 		r->cap = cap;
 		r->head = 0;

@@ -10,6 +10,7 @@
  * The test's "daemon" is on_connect(): it connects the upstream socket,
  * then hb_stream_accept + hb_stream_respond(200) + relay_start, or refuses.
  */
+#include "bufpool.h"
 #include "hbone.h"
 #include "loop.h"
 #include "relay.h"
@@ -1174,7 +1175,7 @@ int main(void)
 	close(app_lfd);
 	close(mute_lfd);
 	loop_free(L);
-	relay_pool_trim();
+	bufpool_trim();
 	free(blob);
 	return tap_done();
 }

@@ -6,6 +6,7 @@
  *
  *   client peer ==TCP== down_fd [relay] up_fd ==TCP== server peer
  */
+#include "bufpool.h"
 #include "loop.h"
 #include "relay.h"
 #include "tap.h"
@@ -714,17 +715,15 @@ static void test_idle_no_buffer(void)
 	   "idle: relay alive and open after traffic");
 	ok(i.bufs == 0, "idle: drained relay holds no buffer (%zu bytes)",
 	   i.bufs);
-	ok(relay_pool_idle_bytes() > 0 &&
-		   relay_pool_idle_bytes() <= 1024 * 1024,
+	ok(bufpool_idle_bytes() > 0 && bufpool_idle_bytes() <= BUFPOOL_MAX_IDLE,
 	   "idle: drained buffers cached in the bounded pool (%zu)",
-	   relay_pool_idle_bytes());
+	   bufpool_idle_bytes());
 	ok(i.o.slot.s.result == RELAY_OK && peer_got_all(&i.o.s) &&
 		   peer_got_all(&i.o.c),
 	   "idle: then closes cleanly with all bytes");
 	one_cleanup(&i.o);
-	relay_pool_trim();
-	ok(relay_pool_idle_bytes() == 0,
-	   "idle: relay_pool_trim empties the pool");
+	bufpool_trim();
+	ok(bufpool_idle_bytes() == 0, "idle: bufpool_trim empties the pool");
 }
 
 static void test_abort(void)
@@ -1114,7 +1113,7 @@ int main(void)
 	close(tun_lfd);
 	close(srv_lfd);
 	free(blob);
-	relay_pool_trim();
+	bufpool_trim();
 	ok(count_fds() == fds0, "no fd leaked (%d -> %d)", fds0, count_fds());
 	return tap_done();
 }
