@@ -651,6 +651,17 @@ static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 	}
 }
 
+/*
+ * SSL_get_error() needs an empty error queue before the call it explains.
+ * Emptying it costs ~100 ns even when it is empty, looking ~20 ns: on the
+ * data path, look first.
+ */
+static void err_reset(void)
+{
+	if (ERR_peek_error())
+		ERR_clear_error();
+}
+
 static void kick(struct tls_conn *c)
 {
 	if (!loop_timer_armed(&c->kick))
@@ -1014,7 +1025,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	for (;;) {
 		if (rx_nothing_new(c))
 			goto stalled;
-		ERR_clear_error();
+		err_reset();
 		if (SSL_read_ex(c->ssl, buf, len, &got)) {
 			if (c->out.len) /* e.g. a KeyUpdate answer */
 				kick(c);
@@ -1169,7 +1180,7 @@ ssize_t tls_conn_writev(struct tls_conn *c, const struct iovec *iov, int iovcnt)
 	budget = TLS_CONN_OUT_MAX - c->out.len;
 	if (budget > total)
 		budget = total;
-	ERR_clear_error();
+	err_reset();
 	if (!conn_encrypt_iov(c, iov, iovcnt, budget)) {
 		conn_update_io(c);
 		return c->err;
