@@ -6,13 +6,15 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-struct idle {
-	struct idle *next; /* stored in the idle buffer itself */
-};
-
+/*
+ * The idle buffers of one size, as a stack of pointers kept here rather
+ * than a list threaded through the buffers: taking and giving back touch
+ * only this (hot) array, never a buffer's cold first cache line.
+ */
 struct class {
-	size_t size; /* 0: slot unused */
-	struct idle *head;
+	size_t size; /* meaningful while n > 0 */
+	unsigned int n;
+	void *idle[BUFPOOL_DEPTH];
 };
 
 static __thread struct class classes[BUFPOOL_CLASSES];
@@ -38,44 +40,40 @@ void *bufpool_get(size_t size)
 {
 	for (int i = 0; i < BUFPOOL_CLASSES; i++) {
 		struct class *k = &classes[i];
-		struct idle *b = k->head;
 
-		if (k->size != size || !b)
-			continue;
-		k->head = b->next;
-		idle_bytes -= size;
-		return b;
+		if (k->n && k->size == size) {
+			idle_bytes -= size;
+			return k->idle[--k->n];
+		}
 	}
-	return malloc(size < sizeof(struct idle) ? sizeof(struct idle) : size);
+	return malloc(size ? size : 1);
 }
 
 void bufpool_put(void *p, size_t size)
 {
 	struct class *k = NULL;
-	struct idle *b = p;
 
 	if (!p)
 		return;
 	if (idle_bytes + size > BUFPOOL_MAX_IDLE)
 		goto release;
 	for (int i = 0; i < BUFPOOL_CLASSES; i++) {
-		if (classes[i].size == size) {
+		if (classes[i].n && classes[i].size == size) {
 			k = &classes[i];
 			break;
 		}
-		if (!k && !classes[i].head)
-			k = &classes[i]; /* a free (or empty) slot to reuse */
+		if (!k && !classes[i].n)
+			k = &classes[i]; /* an empty slot, if no class has the size */
 	}
-	if (!k)
+	if (!k || k->n == BUFPOOL_DEPTH)
 		goto release;
-	if (k->size != size && !k->head) {
+	if (!k->n) {
 		pthread_once(&exit_once, exit_key_create);
 		/* Any non-NULL value makes the thread-exit hook run. */
 		pthread_setspecific(exit_key, classes);
 		k->size = size;
 	}
-	b->next = k->head;
-	k->head = b;
+	k->idle[k->n++] = p;
 	idle_bytes += size;
 	return;
 release:
@@ -87,13 +85,8 @@ void bufpool_trim(void)
 	for (int i = 0; i < BUFPOOL_CLASSES; i++) {
 		struct class *k = &classes[i];
 
-		while (k->head) {
-			struct idle *b = k->head;
-
-			k->head = b->next;
-			free(b);
-		}
-		k->size = 0;
+		while (k->n)
+			free(k->idle[--k->n]);
 	}
 	idle_bytes = 0;
 }

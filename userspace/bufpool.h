@@ -8,8 +8,9 @@
  * layer (relay, HBONE stream, TLS rings); malloc and free of 16-272 KiB
  * blocks then cost more than the message. Each thread keeps up to
  * BUFPOOL_MAX_IDLE bytes of given-back buffers for the next take; beyond
- * that, and for sizes beyond BUFPOOL_CLASSES distinct ones, they go back to
- * malloc. Nothing here is shared between threads.
+ * that, beyond BUFPOOL_DEPTH of one size, and for sizes beyond
+ * BUFPOOL_CLASSES distinct ones, they go back to malloc. Nothing here is
+ * shared between threads.
  */
 #ifndef AMBIENTD_BUFPOOL_H
 #define AMBIENTD_BUFPOOL_H
@@ -18,8 +19,9 @@
 
 #define BUFPOOL_MAX_IDLE (2u * 1024 * 1024)
 #define BUFPOOL_CLASSES 8
+#define BUFPOOL_DEPTH 8
 
-/* A buffer of `size` bytes (at least sizeof(void *)), or NULL. */
+/* A buffer of `size` bytes, or NULL. */
 void *bufpool_get(size_t size);
 /* Gives back a buffer from bufpool_get(size); NULL is ignored. */
 void bufpool_put(void *p, size_t size);

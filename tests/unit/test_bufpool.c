@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* bufpool: reuse by exact size, the idle bound, the class limit, threads. */
+/* bufpool: reuse by exact size, the idle, depth and class bounds, threads. */
 #include "bufpool.h"
 #include "tap.h"
 
@@ -56,6 +56,20 @@ static void test_bounds(void)
 	   "bounds: idle bytes stop at BUFPOOL_MAX_IDLE (%zu of %u given)",
 	   bufpool_idle_bytes(), N * 256 * KiB);
 	bufpool_trim();
+
+	/* More of one size than a class holds. */
+	{
+		void *d[BUFPOOL_DEPTH + 1];
+
+		for (int i = 0; i <= BUFPOOL_DEPTH; i++)
+			d[i] = bufpool_get(64);
+		for (int i = 0; i <= BUFPOOL_DEPTH; i++)
+			bufpool_put(d[i], 64);
+		ok(bufpool_idle_bytes() == BUFPOOL_DEPTH * 64,
+		   "bounds: %d of one size kept, the next freed (%zu)",
+		   BUFPOOL_DEPTH, bufpool_idle_bytes());
+		bufpool_trim();
+	}
 
 	/* One buffer each of more sizes than there are classes. */
 	for (int i = 0; i <= BUFPOOL_CLASSES; i++)
