@@ -10,7 +10,8 @@
 #   $P-n<n>     node n: eth0 198.19.0.<n>/24 on the bridge, ip_forward=1,
 #               198.18.<m>.0/24 via 198.19.0.<m> for every other node m
 #   $P-n<n>p<i> pod i on node n: eth0 198.18.<n>.<10+i>/32, default dev eth0;
-#               host side "v<n>p<i>$P" in the node netns, proxy_arp=1,
+#               host side "v<n>p<i>$P" in the node netns, proxy_arp=1
+#               (proxy_delay=0),
 #               198.18.<n>.<10+i>/32 dev v<n>p<i>$P
 # Pod processes run in the cgroup $CG so a node's sockops program sees them.
 #
@@ -229,6 +230,10 @@ amb_pod() {
 	ip -n "$ns" route add default dev eth0
 	ip -n "$node" link set "$veth" up
 	ns_sysctl "$node" "net.ipv4.conf.$veth.proxy_arp=1"
+	# Answer the pod's ARP at once: by default a proxy reply waits a
+	# random 0-0.8 s (neigh proxy_delay), and the pod ARPs for every new
+	# peer address (default dev eth0), e.g. a first upstream connection.
+	ns_sysctl "$node" "net.ipv4.neigh.$veth.proxy_delay=0"
 	ip -n "$node" route add "$ip/32" dev "$veth"
 }
 
