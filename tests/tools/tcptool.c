@@ -34,6 +34,7 @@
 #define IO_CHUNK (256 * 1024)
 #define HELLO "hello\n"
 #define READY "ready\n"
+#define REQRESP_MAX 4096 /* request size limit of reqresp and split */
 
 /* Exit codes of the client `connect` mode (the tests branch on them). */
 enum {
@@ -227,6 +228,27 @@ static int write_all(int fd, const void *p, size_t len)
 				continue;
 			return errno == EAGAIN ? -ETIMEDOUT : -errno;
 		}
+		c += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Reads exactly @len bytes. Returns 0, -EPIPE on an early EOF, or -errno. */
+static int read_exact(int fd, void *p, size_t len)
+{
+	char *c = p;
+
+	while (len) {
+		ssize_t n = recv(fd, c, len, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		}
+		if (n == 0)
+			return -EPIPE;
 		c += n;
 		len -= n;
 	}
@@ -485,6 +507,30 @@ static int srv_source(struct conn *c)
 	return 0;
 }
 
+/*
+ * Request/response with requests of exactly --bytes: answer each whole
+ * request with as many bytes, never a partial one (like an RPC server), until
+ * the client's EOF. With the split client this catches a relay that delays a
+ * request's tail (Nagle against the server's delayed ACK).
+ */
+static int srv_reqresp(struct conn *c)
+{
+	char req[REQRESP_MAX], rsp[REQRESP_MAX];
+	uint64_t rounds = 0;
+	int r;
+
+	memset(rsp, 'r', sizeof(rsp));
+	while (!(r = read_exact(c->fd, req, o.bytes))) {
+		if (write_all(c->fd, rsp, o.bytes))
+			break;
+		rounds++;
+	}
+	close(c->fd);
+	say("reqresp %s %" PRIu64 " rounds%s", c->peer, rounds,
+	    r == -EPIPE ? "" : " (ended by an error)");
+	return r == -EPIPE ? 0 : 1;
+}
+
 /* Reads the client's hello, then resets the connection. */
 static int srv_abort(struct conn *c)
 {
@@ -531,6 +577,7 @@ static const struct {
 	{ "echo", srv_echo, "echo until EOF, then FIN; prints \"peak N\" concurrency" },
 	{ "sink", srv_sink, "read to EOF, reply \"<bytes> <sha256>\\n\" (client half-close)" },
 	{ "source", srv_source, "send --bytes of --seed, FIN, then check client's report" },
+	{ "reqresp", srv_reqresp, "answer each --bytes request with --bytes, until EOF" },
 	{ "abort", srv_abort, "read hello, then close with RST" },
 	{ "expect-rst", srv_expect_rst, "read hello, say ready, expect ECONNRESET" },
 };
@@ -657,6 +704,59 @@ static int cli_whoami(void)
 		return EXIT_FAIL;
 	}
 	fputs(line, stdout);
+	return EXIT_OK;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * --count requests of --bytes to a reqresp server, each written in two
+ * halves 1 ms apart (a header, then a body); prints the round trips' p50 and
+ * max in ms. The check on them is the caller's.
+ */
+static int cli_split(void)
+{
+	char req[REQRESP_MAX], rsp[REQRESP_MAX];
+	size_t half = o.bytes / 2;
+	double *rt = calloc(o.count, sizeof(*rt));
+	int fd, r = 0;
+
+	if (!rt)
+		return EXIT_FAIL;
+	memset(req, 'q', sizeof(req));
+	fd = dial();
+	if (fd < 0) {
+		free(rt);
+		return report_dial_error(fd);
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	for (unsigned int i = 0; i < o.count && !r; i++) {
+		double t0 = now_s();
+
+		r = write_all(fd, req, half);
+		if (!r) {
+			nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+			r = write_all(fd, req + half, o.bytes - half);
+		}
+		if (!r)
+			r = read_exact(fd, rsp, o.bytes);
+		rt[i] = (now_s() - t0) * 1000;
+	}
+	close(fd);
+	if (r) {
+		say("FAIL: request/response: %s", strerror(-r));
+		free(rt);
+		return EXIT_FAIL;
+	}
+	qsort(rt, o.count, sizeof(*rt), cmp_double);
+	say("split: %u requests of %" PRIu64 " bytes in two writes: p50 %.2f ms, max %.2f ms",
+	    o.count, o.bytes, rt[o.count / 2], rt[o.count - 1]);
+	free(rt);
 	return EXIT_OK;
 }
 
@@ -985,6 +1085,7 @@ static const struct {
 	{ "abort", cli_abort, "hello, wait for ready, then RST (server: expect-rst)" },
 	{ "expect-rst", cli_expect_rst, "hello, then expect ECONNRESET (server: abort)" },
 	{ "hold", cli_hold, "connect to echo, print 'connected', idle until --timeout" },
+	{ "split", cli_split, "--count requests of --bytes in two writes (server: reqresp)" },
 	{ "many", cli_many, "--count concurrent echo connections, all verified" },
 };
 
@@ -1101,6 +1202,12 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	o.port = v;
+	if ((!strcmp(o.mode, "reqresp") || !strcmp(o.mode, "split")) &&
+	    (o.bytes < 2 || o.bytes > REQRESP_MAX)) {
+		fprintf(stderr, "tcptool: %s needs --bytes between 2 and %d\n", o.mode,
+			REQRESP_MAX);
+		return EXIT_USAGE;
+	}
 	signal(SIGPIPE, SIG_IGN);
 
 	if (is_server)
