@@ -91,7 +91,7 @@ struct relay {
 
 /* ---- buffers (bufpool.h) ---- */
 
-static __thread size_t pool_used_bytes;
+static __thread size_t buf_bytes;
 static __thread size_t live_relays;
 
 static struct relay_buf *buf_get(size_t size)
@@ -101,19 +101,19 @@ static struct relay_buf *buf_get(size_t size)
 	if (!b)
 		return NULL;
 	b->size = size;
-	pool_used_bytes += size;
+	buf_bytes += size;
 	return b;
 }
 
 static void buf_put(struct relay_buf *b)
 {
-	pool_used_bytes -= b->size;
+	buf_bytes -= b->size;
 	bufpool_put(b, sizeof(*b) + b->size);
 }
 
 size_t relay_buffer_bytes(void)
 {
-	return pool_used_bytes;
+	return buf_bytes;
 }
 
 size_t relay_live_count(void)

@@ -277,6 +277,26 @@ static struct tel_series *series_get(struct tel_worker *t, const char *labels,
 	return s;
 }
 
+/* The eight labels of one side, `<who>_workload` ... `<who>_cluster`. */
+static void lb_side(struct lbuf *b, const char *who, const struct side *s)
+{
+	const struct {
+		const char *name, *v;
+	} l[] = {
+	    {"workload", s->workload},	 {"canonical_service", s->canonical},
+	    {"canonical_revision", s->revision},
+	    {"workload_namespace", s->ns}, {"principal", s->principal},
+	    {"app", s->app},		 {"version", s->version},
+	    {"cluster", s->cluster},
+	};
+	char name[64];
+
+	for (size_t i = 0; i < sizeof(l) / sizeof(l[0]); i++) {
+		snprintf(name, sizeof(name), "%s_%s", who, l[i].name);
+		lb_label(b, name, l[i].v);
+	}
+}
+
 static struct tel_series *series_for(struct worker *w, bool rdst,
 				     const struct tel_desc *d,
 				     const struct service *svc,
@@ -294,26 +314,12 @@ static struct tel_series *series_for(struct worker *w, bool rdst,
 	side_of(d->src_wl, d->src_principal, &src);
 	side_of(d->dst_wl, dst_principal, &dst);
 	lb_label(b, "reporter", rdst ? "destination" : "source");
-	lb_label(b, "source_workload", src.workload);
-	lb_label(b, "source_canonical_service", src.canonical);
-	lb_label(b, "source_canonical_revision", src.revision);
-	lb_label(b, "source_workload_namespace", src.ns);
-	lb_label(b, "source_principal", src.principal);
-	lb_label(b, "source_app", src.app);
-	lb_label(b, "source_version", src.version);
-	lb_label(b, "source_cluster", src.cluster);
+	lb_side(b, "source", &src);
 	lb_label(b, "destination_service", svc ? svc->hostname : NULL);
 	lb_label(b, "destination_service_namespace",
 		 svc ? svc->namespace : NULL);
 	lb_label(b, "destination_service_name", svc ? svc->name : NULL);
-	lb_label(b, "destination_workload", dst.workload);
-	lb_label(b, "destination_canonical_service", dst.canonical);
-	lb_label(b, "destination_canonical_revision", dst.revision);
-	lb_label(b, "destination_workload_namespace", dst.ns);
-	lb_label(b, "destination_principal", dst.principal);
-	lb_label(b, "destination_app", dst.app);
-	lb_label(b, "destination_version", dst.version);
-	lb_label(b, "destination_cluster", dst.cluster);
+	lb_side(b, "destination", &dst);
 	lb_label(b, "request_protocol", "tcp");
 	vals[0] = src.workload;
 	vals[1] = src.ns;

@@ -878,36 +878,27 @@ static void mock_release(struct relay_end *e)
 	mock_of(e)->released = true;
 }
 
+/* What every scripted end has; the tables below add their own ops. */
+#define MOCK_OPS                                                               \
+	.read = mock_read, .write = mock_write, .error = mock_zero,            \
+	.set_interest = mock_interest, .close = mock_release,                  \
+	.abort = mock_release
+
 static const struct relay_end_ops mock_ops = {
-	.read = mock_read,
-	.write = mock_write,
+	MOCK_OPS,
 	.shutdown_write = mock_zero,
-	.error = mock_zero,
-	.set_interest = mock_interest,
-	.close = mock_release,
-	.abort = mock_release,
 };
 
 static const struct relay_end_ops peek_ops = {
-	.read = mock_read,
-	.write = mock_write,
+	MOCK_OPS,
 	.shutdown_write = mock_shut,
-	.error = mock_zero,
-	.set_interest = mock_interest,
-	.close = mock_release,
-	.abort = mock_release,
 	.peek = mock_peek,
 	.consume = mock_consume,
 };
 
 static const struct relay_end_ops gather_ops = {
-	.read = mock_read,
-	.write = mock_write,
+	MOCK_OPS,
 	.shutdown_write = mock_shut,
-	.error = mock_zero,
-	.set_interest = mock_interest,
-	.close = mock_release,
-	.abort = mock_release,
 	.writev = mock_writev,
 };
 
