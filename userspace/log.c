@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -66,6 +67,35 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vmsg(lvl, fmt, ap);
 	va_end(ap);
+}
+
+void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
+{
+	struct timespec ts;
+	uint64_t now, last, held;
+	char msg[1536];
+	va_list ap;
+
+	if (lvl > log_threshold)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
+	last = atomic_load_explicit(&ll->last_ms, memory_order_relaxed);
+	/* One thread wins the interval; the others only count. */
+	if ((last && now - last < LOG_LIMIT_INTERVAL_MS) ||
+	    !atomic_compare_exchange_strong(&ll->last_ms, &last, now)) {
+		atomic_fetch_add_explicit(&ll->held, 1, memory_order_relaxed);
+		return;
+	}
+	held = atomic_exchange(&ll->held, 0);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (held)
+		log_msg(lvl, "%s (and %llu more like it since the last such line)",
+			msg, (unsigned long long)held);
+	else
+		log_msg(lvl, "%s", msg);
 }
 
 static __thread bool libbpf_quiet;

@@ -3,7 +3,9 @@
 #ifndef AMBIENTD_LOG_H
 #define AMBIENTD_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -20,6 +22,30 @@ void log_route_libbpf(void);
 /* Silence libbpf on this thread around calls whose failure is expected
  * (e.g. querying tc on an interface without a clsact qdisc). */
 void log_libbpf_quiet(bool quiet);
+
+/*
+ * Rate-limited lines, for every event a peer can trigger at will (accept
+ * errors, refused connections, protocol violations): at most one line per
+ * LOG_LIMIT_INTERVAL_MS per call site; the next line that gets through says
+ * how many were held back ("... (and 41 more like it since the last
+ * such line)"). Thread-safe.
+ */
+#define LOG_LIMIT_INTERVAL_MS 5000
+struct log_limit {
+	atomic_uint_fast64_t last_ms; /* CLOCK_MONOTONIC of the last line; 0: none */
+	atomic_uint_fast64_t held;    /* lines suppressed since */
+};
+void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* One struct log_limit per call site. */
+#define log_rl(lvl, ...)                                                       \
+	do {                                                                   \
+		static struct log_limit log_rl_site_;                          \
+		if ((lvl) <= log_threshold)                                    \
+			log_limited(&log_rl_site_, (lvl), __VA_ARGS__);        \
+	} while (0)
+#define log_warn_rl(...) log_rl(LOG_WARN, __VA_ARGS__)
+#define log_info_rl(...) log_rl(LOG_INFO, __VA_ARGS__)
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
