@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "ambientd/bpf_shared.h"
+#include "addr.h"
 #include "authz.h"
 #include "ca.h"
 #include "connector.h"
@@ -644,27 +645,6 @@ out:
 	inbound_put(in);
 }
 
-/* Parse "a.b.c.d:port" strictly. */
-static int parse_authority(const char *s, struct sockaddr_in *out)
-{
-	char ip[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	char *end;
-	unsigned long port;
-
-	if (!colon || colon - s >= (long)sizeof(ip))
-		return -EINVAL;
-	memcpy(ip, s, colon - s);
-	ip[colon - s] = '\0';
-	port = strtoul(colon + 1, &end, 10);
-	if (*end || !colon[1] || port == 0 || port > 65535)
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	out->sin_family = AF_INET;
-	out->sin_port = htons((uint16_t)port);
-	return inet_pton(AF_INET, ip, &out->sin_addr) == 1 ? 0 : -EINVAL;
-}
-
 static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_req *req)
 {
 	struct authz_result res;
@@ -679,7 +659,7 @@ static void inbound_on_connect(void *arg, struct hb_conn *hc, struct hb_stream_r
 	atomic_fetch_add(&w->d->hbone.inbound_streams, 1);
 	/* The authority must name the pod this connection was addressed to:
 	 * a tunnel only delivers to its own pods. */
-	if (parse_authority(req->authority, &target) ||
+	if (addr_parse_ipport(req->authority, &target) ||
 	    target.sin_addr.s_addr != in->dst.sin_addr.s_addr) {
 		inbound_log(in, NULL, 400, req->authority);
 		inbound_tel_reject(in, NULL, NULL, AMB_F_BAD_REQUEST, EINVAL,
