@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept.h"
 #include "log.h"
 #include "loop.h"
 
@@ -41,11 +42,15 @@ struct hconn {
 	struct httpd *h;
 	struct hconn *prev, *next;
 	struct loop_io io;
-	struct loop_timer timer;
+	struct loop_timer timer; /* idle, head, write or linger deadline */
 	enum hc_state state;
-	char *in; /* max_request + 1 bytes (room for a NUL) */
+	struct in_addr peer;
+	char *in; /* max_request + 1 bytes once something arrived, else NULL */
 	size_t in_len;
-	struct sbuf out; /* the response being written */
+	size_t need;	  /* the parser's total once a body is pending, else 0 */
+	bool line_seen;	  /* a '\n' is in `in`: parse only when lines end */
+	bool in_request;  /* bytes of a request arrived: the head deadline runs */
+	struct sbuf out;  /* the response being written */
 	size_t out_off;
 	bool close_after; /* after `out` is written */
 	bool eof;	  /* the peer ended its side mid-request */
@@ -53,10 +58,11 @@ struct hconn {
 
 struct httpd {
 	struct loop *loop;
-	struct loop_io lio;
+	struct acceptor acc;
 	struct httpd_opts o;
 	struct hconn *conns;
 	size_t n_conns;
+	uint64_t refused[HTTPD_R_MAX];
 };
 
 static const char *const state_names[] = {"read", "write", "linger", "closed"};
@@ -227,11 +233,271 @@ int http_query_param(const struct http_req *req, const char *name, char *buf,
 	return -ENOENT;
 }
 
+/* ---- the request parser ---- */
+
+/* RFC 9110 §5.6.2 tchar. Written out: isalnum() and strchr() would both
+ * take bytes they should not (a NUL matches strchr's terminator). */
+static bool is_tchar(unsigned char c)
+{
+	if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	    (c >= 'A' && c <= 'Z'))
+		return true;
+	switch (c) {
+	case '!': case '#': case '$': case '%': case '&': case '\'':
+	case '*': case '+': case '-': case '.': case '^': case '_':
+	case '`': case '|': case '~':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A field value byte: HTAB, SP, VCHAR, obs-text (RFC 9110 §5.5). */
+static bool is_field_byte(unsigned char c)
+{
+	return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static const struct {
+	const char *name;
+	enum http_method m;
+} methods[] = {
+    {"GET", HTTP_GET},	   {"HEAD", HTTP_HEAD},	    {"POST", HTTP_POST},
+    {"PUT", HTTP_PUT},	   {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
+    {"PATCH", HTTP_PATCH},
+};
+
+static bool name_is(const char *p, size_t n, const char *name)
+{
+	return strlen(name) == n && strncasecmp(p, name, n) == 0;
+}
+
+#define PARSE_ERR(st, w)                                                       \
+	do {                                                                   \
+		*why = (w);                                                    \
+		return -(st);                                                  \
+	} while (0)
+
+/* Where the pieces of a head are, found before anything is written. */
+struct head_layout {
+	size_t sp1, sp2, line_end;		 /* request line */
+	size_t name[HTTPD_MAX_HEADERS];		 /* line start */
+	size_t name_end[HTTPD_MAX_HEADERS];	 /* the ':' */
+	size_t val[HTTPD_MAX_HEADERS][2];	 /* value, blanks trimmed */
+	size_t n;
+};
+
+/*
+ * The end of the line starting at p[i] within lim: index of its '\n', or
+ * lim when it does not end there. *end gets the content end (before an
+ * optional CR). A CR anywhere else is an error (-1).
+ */
+static ssize_t line_at(const char *p, size_t i, size_t lim, size_t *end)
+{
+	const char *nl = memchr(p + i, '\n', lim - i);
+	size_t e;
+
+	if (!nl)
+		return (ssize_t)lim;
+	e = (size_t)(nl - p);
+	*end = e > i && p[e - 1] == '\r' ? e - 1 : e;
+	if (memchr(p + i, '\r', *end - i))
+		return -1;
+	return (ssize_t)e;
+}
+
+ssize_t http_parse_request(char *buf, size_t len, size_t max,
+			   struct http_req *req, size_t *need,
+			   const char **why)
+{
+	struct head_layout L;
+	size_t skip = 0, n, lim, i, e, hend = 0, clen = 0;
+	bool have_clen = false, have_host = false, have_te = false;
+	char *p;
+	ssize_t nl;
+	int minor;
+
+	if (need)
+		*need = 0;
+	*why = "";
+	while (skip < len && (buf[skip] == '\r' || buf[skip] == '\n'))
+		skip++;
+	p = buf + skip;
+	n = len - skip;
+	lim = n < max ? n : max;
+
+	/* Request line: printable ASCII only, so garbage is refused before
+	 * its line ends. */
+	for (i = 0; i < lim && p[i] != '\n'; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (c == '\r' && i + 1 < lim && p[i + 1] != '\n')
+			PARSE_ERR(400, "malformed request line");
+		if ((c < 0x20 && c != '\r') || c >= 0x7f)
+			PARSE_ERR(400, "malformed request line");
+	}
+	if (i == lim) {
+		if (n >= max)
+			PARSE_ERR(431, "request head too large");
+		return 0;
+	}
+	L.line_end = i > 0 && p[i - 1] == '\r' ? i - 1 : i;
+	{
+		const char *s1 = memchr(p, ' ', L.line_end);
+		const char *s2 = s1 ? memchr(s1 + 1, ' ', L.line_end - (size_t)(s1 + 1 - p)) : NULL;
+
+		if (!s1 || !s2 || s1 == p || s2 == s1 + 1 ||
+		    memchr(s2 + 1, ' ', L.line_end - (size_t)(s2 + 1 - p)))
+			PARSE_ERR(400, "malformed request line");
+		L.sp1 = (size_t)(s1 - p);
+		L.sp2 = (size_t)(s2 - p);
+	}
+	for (size_t k = 0; k < L.sp1; k++)
+		if (!is_tchar((unsigned char)p[k]))
+			PARSE_ERR(400, "malformed method");
+	if (p[L.sp1 + 1] != '/')
+		PARSE_ERR(400, "request target must be a path");
+	if (L.line_end - L.sp2 - 1 != 8 || memcmp(p + L.sp2 + 1, "HTTP/1.", 7) ||
+	    p[L.sp2 + 8] < '0' || p[L.sp2 + 8] > '9') {
+		if (L.line_end - L.sp2 - 1 >= 5 && !memcmp(p + L.sp2 + 1, "HTTP/", 5))
+			PARSE_ERR(505, "only HTTP/1.x is served here");
+		PARSE_ERR(400, "malformed protocol version");
+	}
+	minor = p[L.sp2 + 8] - '0';
+
+	/* Header lines up to the blank line; each checked as soon as it is
+	 * whole. */
+	L.n = 0;
+	for (i = i + 1;; i = (size_t)nl + 1) {
+		size_t colon, v, ve;
+
+		nl = line_at(p, i, lim, &e);
+		if (nl < 0)
+			PARSE_ERR(400, "malformed header field");
+		if ((size_t)nl == lim) {
+			if (n >= max)
+				PARSE_ERR(431, "request head too large");
+			return 0;
+		}
+		if (e == i) {
+			hend = (size_t)nl + 1;
+			break;
+		}
+		if (L.n == HTTPD_MAX_HEADERS)
+			PARSE_ERR(431, "too many header fields");
+		for (colon = i; colon < e && p[colon] != ':'; colon++)
+			if (!is_tchar((unsigned char)p[colon]))
+				PARSE_ERR(400, "malformed header field");
+		if (colon == e || colon == i)
+			PARSE_ERR(400, "malformed header field");
+		for (v = colon + 1; v < e && (p[v] == ' ' || p[v] == '\t'); v++)
+			;
+		for (ve = e; ve > v && (p[ve - 1] == ' ' || p[ve - 1] == '\t'); ve--)
+			;
+		for (size_t k = v; k < ve; k++)
+			if (!is_field_byte((unsigned char)p[k]))
+				PARSE_ERR(400, "malformed header field");
+		L.name[L.n] = i;
+		L.name_end[L.n] = colon;
+		L.val[L.n][0] = v;
+		L.val[L.n][1] = ve;
+		if (name_is(p + i, colon - i, "Host")) {
+			have_host = true;
+		} else if (name_is(p + i, colon - i, "Transfer-Encoding")) {
+			have_te = true;
+		} else if (name_is(p + i, colon - i, "Content-Length")) {
+			size_t cl = 0;
+
+			if (v == ve)
+				PARSE_ERR(400, "malformed Content-Length");
+			for (size_t k = v; k < ve; k++) {
+				if (p[k] < '0' || p[k] > '9')
+					PARSE_ERR(400, "malformed Content-Length");
+				if (cl <= MAX_BODY)
+					cl = cl * 10 + (size_t)(p[k] - '0');
+			}
+			if (have_clen && cl != clen)
+				PARSE_ERR(400, "malformed Content-Length");
+			clen = cl; /* > MAX_BODY stays > MAX_BODY */
+			have_clen = true;
+		}
+		L.n++;
+	}
+	if (minor >= 1 && !have_host)
+		PARSE_ERR(400, "HTTP/1.1 request without Host");
+	if (have_te)
+		PARSE_ERR(501, "Transfer-Encoding is not supported; send Content-Length");
+	if (clen > MAX_BODY || clen > max || hend > max - clen)
+		PARSE_ERR(413, "request body too large");
+	if (n < hend + clen) {
+		if (need)
+			*need = skip + hend + clen;
+		return 0;
+	}
+
+	/* Complete: cut the head into strings. */
+	memset(req, 0, sizeof(*req));
+	p[L.sp1] = '\0';
+	p[L.sp2] = '\0';
+	p[L.line_end] = '\0';
+	req->method_name = p;
+	for (size_t k = 0; k < sizeof(methods) / sizeof(methods[0]); k++)
+		if (strcmp(p, methods[k].name) == 0)
+			req->method = methods[k].m;
+	req->path = p + L.sp1 + 1;
+	req->query = "";
+	{
+		char *q = strchr(p + L.sp1 + 1, '?');
+
+		if (q) {
+			*q = '\0';
+			req->query = q + 1;
+		}
+	}
+	req->minor = minor;
+	for (size_t k = 0; k < L.n; k++) {
+		p[L.name_end[k]] = '\0';
+		p[L.val[k][1]] = '\0';
+		req->headers[k].name = p + L.name[k];
+		req->headers[k].value = p + L.val[k][0];
+	}
+	req->n_headers = L.n;
+	req->body = clen ? p + hend : "";
+	req->body_len = clen;
+	return (ssize_t)(skip + hend + clen);
+}
+
 /* ---- connections ---- */
 
 static void conn_io(struct loop *l, struct loop_io *io, uint32_t events);
 static void conn_timer(struct loop *l, struct loop_timer *t);
 static void conn_release(void *p);
+
+const char *httpd_refusal_name(enum httpd_refusal r)
+{
+	static const char *const names[HTTPD_R_MAX] = {
+		[HTTPD_R_CONN_LIMIT] = "conn_limit",
+		[HTTPD_R_SOURCE_LIMIT] = "source_limit",
+		[HTTPD_R_FD_EXHAUSTED] = "fd_exhausted",
+		[HTTPD_R_HEAD_TIMEOUT] = "head_timeout",
+		[HTTPD_R_WRITE_TIMEOUT] = "write_timeout",
+		[HTTPD_R_BAD_REQUEST] = "bad_request",
+	};
+
+	return r < HTTPD_R_MAX ? names[r] : "?";
+}
+
+void httpd_refusals(const struct httpd *h, uint64_t out[HTTPD_R_MAX])
+{
+	for (int i = 0; i < HTTPD_R_MAX; i++)
+		out[i] = __atomic_load_n(&h->refused[i], __ATOMIC_RELAXED);
+	out[HTTPD_R_FD_EXHAUSTED] = atomic_load(&h->acc.fd_exhausted);
+}
+
+static void refuse(struct httpd *h, enum httpd_refusal r)
+{
+	__atomic_fetch_add(&h->refused[r], 1, __ATOMIC_RELAXED);
+}
 
 static void conn_close(struct hconn *c)
 {
@@ -264,24 +530,10 @@ static void conn_release(void *p)
 	free(c);
 }
 
-static void touch(struct hconn *c, uint32_t ms)
+static void arm(struct hconn *c, uint32_t ms)
 {
 	loop_timer_arm(c->h->loop, &c->timer, ms);
 }
-
-static bool is_tchar(unsigned char c)
-{
-	return isalnum(c) || strchr("!#$%&'*+-.^_`|~", c);
-}
-
-static const struct {
-	const char *name;
-	enum http_method m;
-} methods[] = {
-    {"GET", HTTP_GET},	   {"HEAD", HTTP_HEAD},	    {"POST", HTTP_POST},
-    {"PUT", HTTP_PUT},	   {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
-    {"PATCH", HTTP_PATCH},
-};
 
 /* Render rsp into c->out (status line, headers, body unless HEAD). */
 static void queue_response(struct hconn *c, struct http_rsp *rsp, bool head)
@@ -318,102 +570,23 @@ static void rsp_init(struct http_rsp *r, size_t max)
 	sbuf_init(&r->body, max);
 }
 
-/* An error answer; the connection closes after it. */
+/* Answer with an error and close after it: nothing more is read. */
 static void queue_error(struct hconn *c, int status, const char *why)
 {
 	struct http_rsp rsp;
+	char a[INET_ADDRSTRLEN];
 
 	rsp_init(&rsp, 4096);
 	http_rsp_text(&rsp, status, "%s", why);
 	rsp.close = true;
 	queue_response(c, &rsp, false);
 	sbuf_free(&rsp.body);
-	log_debug("httpd %s: %d %s", c->h->o.name, status, why);
-}
-
-/*
- * Split one header line [s, e) (no CR/LF) into name and value. 0 or -EINVAL
- * (no colon, empty or non-token name, whitespace before the colon, obsolete
- * line folding).
- */
-static int parse_header(char *s, char *e, struct http_req *req)
-{
-	char *colon = memchr(s, ':', (size_t)(e - s));
-	char *v;
-
-	if (!colon || colon == s || *s == ' ' || *s == '\t')
-		return -EINVAL;
-	for (char *p = s; p < colon; p++)
-		if (!is_tchar((unsigned char)*p))
-			return -EINVAL;
-	if (req->n_headers == HTTPD_MAX_HEADERS)
-		return -E2BIG;
-	*colon = '\0';
-	v = colon + 1;
-	while (v < e && (*v == ' ' || *v == '\t'))
-		v++;
-	while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
-		e--;
-	*e = '\0';
-	for (char *p = v; p < e; p++)
-		if ((unsigned char)*p < 0x20 && *p != '\t')
-			return -EINVAL;
-	req->headers[req->n_headers].name = s;
-	req->headers[req->n_headers].value = v;
-	req->n_headers++;
-	return 0;
-}
-
-/* End of the head: index just past the blank line, or 0 if not there. */
-static size_t head_end(const char *p, size_t n)
-{
-	for (size_t i = 0; i + 1 < n; i++) {
-		if (p[i] != '\n')
-			continue;
-		if (p[i + 1] == '\n')
-			return i + 2;
-		if (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
-}
-
-/*
- * Content-Length of the head [p, p+hend) without modifying it, or 0 when
- * there is none or it is malformed or conflicting (the full parse then
- * answers the error instead of waiting for a body).
- */
-static unsigned long long peek_content_length(const char *p, size_t hend)
-{
-	static const char key[] = "content-length:";
-	unsigned long long v = 0;
-	bool seen = false;
-
-	for (size_t i = 0; i + sizeof(key) < hend; i++) {
-		const char *q;
-		unsigned long long n = 0;
-
-		if ((i && p[i - 1] != '\n') ||
-		    strncasecmp(p + i, key, sizeof(key) - 1) != 0)
-			continue;
-		q = p + i + sizeof(key) - 1;
-		while (*q == ' ' || *q == '\t')
-			q++;
-		if (!isdigit((unsigned char)*q))
-			return 0;
-		for (; isdigit((unsigned char)*q); q++) {
-			if (n > MAX_BODY)
-				return 0;
-			n = n * 10 + (unsigned)(*q - '0');
-		}
-		while (*q == ' ' || *q == '\t')
-			q++;
-		if ((*q != '\r' && *q != '\n') || (seen && n != v))
-			return 0;
-		v = n;
-		seen = true;
-	}
-	return v;
+	c->in_len = 0;
+	c->need = 0;
+	c->close_after = true;
+	refuse(c->h, status == 408 ? HTTPD_R_HEAD_TIMEOUT : HTTPD_R_BAD_REQUEST);
+	log_info_rl("httpd %s: %s: %d %s", c->h->o.name,
+		    inet_ntop(AF_INET, &c->peer, a, sizeof(a)), status, why);
 }
 
 static const struct httpd_route *find_route(const struct httpd *h,
@@ -441,193 +614,79 @@ static void allow_header(struct http_rsp *rsp, unsigned m)
 	http_rsp_header(rsp, "Allow", allow);
 }
 
+/* Route a parsed request to its handler and queue the answer. */
+static void dispatch(struct hconn *c, const struct http_req *req)
+{
+	struct httpd *h = c->h;
+	const struct httpd_route *route = find_route(h, req->path);
+	const char *v = http_req_header(req, "Connection");
+	bool head = req->method == HTTP_HEAD && route && (route->methods & HTTP_GET);
+	bool keep = req->minor >= 1 ? !(v && strcasecmp(v, "close") == 0)
+				    : (v && strcasecmp(v, "keep-alive") == 0);
+	struct http_rsp rsp;
+
+	rsp_init(&rsp, h->o.max_response);
+	if (!route) {
+		http_rsp_text(&rsp, 404, "no such path: %.200s", req->path);
+	} else if (!(req->method & route->methods) && !head) {
+		http_rsp_text(&rsp, 405, "method %.16s not allowed here",
+			      req->method_name);
+		allow_header(&rsp, route->methods);
+	} else {
+		struct http_req hreq = *req;
+
+		if (head) { /* handlers answer GET */
+			hreq.method = HTTP_GET;
+			hreq.method_name = "GET";
+		}
+		route->fn(h->o.arg, &hreq, &rsp);
+	}
+	rsp.close = rsp.close || !keep;
+	queue_response(c, &rsp, head);
+	sbuf_free(&rsp.body);
+}
+
 /*
  * Try to take one request from c->in. Returns 1 when a response was queued
  * (state WRITE), 0 when more bytes are needed.
  */
 static int process(struct hconn *c)
 {
-	struct httpd *h = c->h;
 	struct http_req req;
-	struct http_rsp rsp;
-	const struct httpd_route *route;
-	char *line, *eol, *sp1, *sp2, *p, *end;
-	const char *v;
-	size_t hend, consumed;
-	unsigned long long clen = 0;
-	bool keep, head = false;
+	const char *why;
+	size_t skip = 0;
+	ssize_t n;
 
-	/* Tolerate blank lines between pipelined requests (RFC 9112 2.2). */
-	while (c->in_len && (c->in[0] == '\r' || c->in[0] == '\n'))
-		memmove(c->in, c->in + 1, --c->in_len);
-	hend = head_end(c->in, c->in_len);
-	if (!hend) {
-		if (c->in_len >= h->o.max_request) {
-			queue_error(c, 431, "request head too large");
-			goto queued;
-		}
-		/* A first line that cannot be HTTP (only printable ASCII
-		 * belongs there): no need to wait for more. */
-		for (size_t i = 0; i < c->in_len && c->in[i] != '\n'; i++)
-			if (((unsigned char)c->in[i] < 0x20 &&
-			     c->in[i] != '\r') ||
-			    (unsigned char)c->in[i] >= 0x7f) {
-				queue_error(c, 400, "malformed request line");
-				goto queued;
-			}
+	/* Blank lines between requests go at once, in one move, so they
+	 * never pile up in the buffer. */
+	while (skip < c->in_len && (c->in[skip] == '\r' || c->in[skip] == '\n'))
+		skip++;
+	if (skip) {
+		memmove(c->in, c->in + skip, c->in_len - skip);
+		c->in_len -= skip;
+	}
+	n = http_parse_request(c->in, c->in_len, c->h->o.max_request, &req,
+			       &c->need, &why);
+	if (n < 0) {
+		queue_error(c, (int)-n, why);
+		set_state(c, HC_WRITE);
+		return 1;
+	}
+	if (n == 0)
 		return 0;
-	}
-	/* Parsing writes NULs into the head: wait for the whole body first. */
-	clen = peek_content_length(c->in, hend);
-	if (clen <= MAX_BODY && hend + clen <= h->o.max_request &&
-	    c->in_len < hend + clen)
-		return 0;
-	clen = 0;
-	memset(&req, 0, sizeof(req));
-	req.query = "";
-	req.body = "";
-
-	/* Request line: METHOD SP target SP HTTP/1.x */
-	line = c->in;
-	eol = memchr(line, '\n', hend);
-	end = eol > line && eol[-1] == '\r' ? eol - 1 : eol;
-	*end = '\0';
-	sp1 = strchr(line, ' ');
-	sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-	if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == line ||
-	    sp2 == sp1 + 1) {
-		queue_error(c, 400, "malformed request line");
-		goto queued;
-	}
-	*sp1 = *sp2 = '\0';
-	for (p = line; *p; p++)
-		if (!is_tchar((unsigned char)*p)) {
-			queue_error(c, 400, "malformed method");
-			goto queued;
-		}
-	if (strncmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
-	    !isdigit((unsigned char)sp2[8]) || sp2[9]) {
-		if (strncmp(sp2 + 1, "HTTP/", 5) == 0)
-			queue_error(c, 505, "only HTTP/1.x is served here");
-		else
-			queue_error(c, 400, "malformed protocol version");
-		goto queued;
-	}
-	req.minor = sp2[8] - '0';
-	req.method_name = line;
-	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-		if (strcmp(line, methods[i].name) == 0)
-			req.method = methods[i].m;
-	req.path = sp1 + 1;
-	if (req.path[0] != '/') {
-		queue_error(c, 400, "request target must be a path");
-		goto queued;
-	}
-	for (p = sp1 + 1; *p; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			queue_error(c, 400, "malformed request target");
-			goto queued;
-		}
-	p = strchr(sp1 + 1, '?');
-	if (p) {
-		*p = '\0';
-		req.query = p + 1;
-	}
-
-	/* Header lines up to the blank line. */
-	for (line = eol + 1; line < c->in + hend; line = eol + 1) {
-		int err;
-
-		eol = memchr(line, '\n', (size_t)(c->in + hend - line));
-		end = eol > line && eol[-1] == '\r' ? eol - 1 : eol;
-		if (end == line)
-			break; /* the blank line */
-		err = parse_header(line, end, &req);
-		if (err) {
-			queue_error(c, err == -E2BIG ? 431 : 400,
-				    err == -E2BIG ? "too many header fields"
-						  : "malformed header field");
-			goto queued;
-		}
-	}
-	if (req.minor >= 1 && !http_req_header(&req, "Host")) {
-		queue_error(c, 400, "HTTP/1.1 request without Host");
-		goto queued;
-	}
-	if (http_req_header(&req, "Transfer-Encoding")) {
-		queue_error(
-		    c, 501,
-		    "Transfer-Encoding is not supported; send Content-Length");
-		goto queued;
-	}
-	for (size_t i = 0; i < req.n_headers; i++) {
-		char *e2;
-		unsigned long long n;
-
-		if (strcasecmp(req.headers[i].name, "Content-Length") != 0)
-			continue;
-		v = req.headers[i].value;
-		errno = 0;
-		n = strtoull(v, &e2, 10);
-		if (!*v || *e2 || errno || !isdigit((unsigned char)*v) ||
-		    (clen && n != clen)) {
-			queue_error(c, 400, "malformed Content-Length");
-			goto queued;
-		}
-		clen = n;
-	}
-	if (clen > MAX_BODY || hend + clen > h->o.max_request) {
-		queue_error(c, 413, "request body too large");
-		goto queued;
-	}
-	req.body = c->in + hend;
-	req.body_len = (size_t)clen;
 	/* Room for this NUL was reserved (in holds max_request + 1). Its byte
 	 * belongs to the next request, so keep it aside. */
 	{
-		char saved = c->in[hend + clen];
+		char saved = c->in[n];
 
-		c->in[hend + clen] = '\0';
-		consumed = hend + clen;
-
-		v = http_req_header(&req, "Connection");
-		keep = req.minor >= 1 ? !(v && strcasecmp(v, "close") == 0)
-				      : (v && strcasecmp(v, "keep-alive") == 0);
-		rsp_init(&rsp, h->o.max_response);
-		route = find_route(h, req.path);
-		if (req.method == HTTP_HEAD && route &&
-		    (route->methods & HTTP_GET))
-			head = true;
-		if (!route) {
-			http_rsp_text(&rsp, 404, "no such path: %.200s",
-				      req.path);
-		} else if (!(req.method & route->methods) && !head) {
-			http_rsp_text(&rsp, 405,
-				      "method %.16s not allowed here",
-				      req.method_name);
-			allow_header(&rsp, route->methods);
-		} else {
-			struct http_req hreq = req;
-
-			if (head) { /* handlers answer GET */
-				hreq.method = HTTP_GET;
-				hreq.method_name = "GET";
-			}
-			route->fn(h->o.arg, &hreq, &rsp);
-		}
-		rsp.close = rsp.close || !keep;
-		queue_response(c, &rsp, head);
-		sbuf_free(&rsp.body);
-		c->in[hend + clen] = saved;
+		c->in[n] = '\0';
+		dispatch(c, &req);
+		c->in[n] = saved;
 	}
-	memmove(c->in, c->in + consumed, c->in_len - consumed);
-	c->in_len -= consumed;
-	set_state(c, HC_WRITE);
-	return 1;
-queued:
-	/* Error: nothing more is read from this connection. */
-	c->in_len = 0;
-	c->close_after = true;
+	memmove(c->in, c->in + n, c->in_len - (size_t)n);
+	c->in_len -= (size_t)n;
+	c->need = 0;
+	c->line_seen = memchr(c->in, '\n', c->in_len) != NULL;
 	set_state(c, HC_WRITE);
 	return 1;
 }
@@ -652,12 +711,25 @@ static int flush(struct hconn *c)
 	return 0;
 }
 
+/* Between requests: nothing buffered, the idle timer runs. */
+static void go_idle(struct hconn *c)
+{
+	c->in_request = c->in_len > 0;
+	if (c->in_request) {
+		arm(c, c->h->o.head_ms); /* a pipelined request is already here */
+		return;
+	}
+	free(c->in);
+	c->in = NULL;
+	arm(c, c->h->o.idle_ms);
+}
+
 /* Drive the connection as far as it goes now; sets epoll interest. */
-static void advance(struct hconn *c)
+static void advance(struct hconn *c, bool parse)
 {
 	for (;;) {
 		if (c->state == HC_READ) {
-			if (!process(c)) {
+			if (!parse || !process(c)) {
 				if (!c->eof)
 					break;
 				if (!c->in_len) { /* FIN between requests */
@@ -667,10 +739,9 @@ static void advance(struct hconn *c)
 				/* The peer will send no more: answer the
 				 * truncated request instead of vanishing. */
 				queue_error(c, 400, "incomplete request");
-				c->in_len = 0;
 				set_state(c, HC_WRITE);
 			}
-			touch(c, c->h->o.idle_ms);
+			arm(c, c->h->o.write_ms);
 		}
 		if (c->state == HC_WRITE) {
 			if (flush(c))
@@ -682,10 +753,12 @@ static void advance(struct hconn *c)
 			if (c->close_after) {
 				shutdown(c->io.fd, SHUT_WR);
 				set_state(c, HC_LINGER);
-				touch(c, LINGER_MS);
+				arm(c, LINGER_MS);
 				break;
 			}
 			set_state(c, HC_READ);
+			go_idle(c);
+			parse = c->line_seen;
 			continue;
 		}
 		break;
@@ -695,69 +768,141 @@ static void advance(struct hconn *c)
 		conn_close(c);
 }
 
-static void conn_read(struct hconn *c)
+/*
+ * Read what is there. Returns whether the parser should look again: a line
+ * ended, the first line holds a byte no request line may hold (refused at
+ * once), the body it waits for is complete, or the buffer is full.
+ */
+static bool conn_read(struct hconn *c)
 {
 	struct httpd *h = c->h;
+	bool parse = false;
 
 	for (;;) {
 		char sink[READ_CHUNK];
 		size_t room = h->o.max_request - c->in_len;
-		char *dst =
-		    c->state == HC_LINGER || !room ? sink : c->in + c->in_len;
-		size_t want = dst == sink ? sizeof(sink) : room;
+		char *dst;
+		size_t want;
 		ssize_t n;
 
 		if (c->state == HC_READ && !room)
-			break; /* full: process() answers 431/413 */
+			return true; /* full: the parser answers 431/413 */
+		if (c->state == HC_READ && !c->in) {
+			c->in = malloc(h->o.max_request + 1);
+			if (!c->in) {
+				conn_close(c);
+				return false;
+			}
+		}
+		dst = c->state == HC_LINGER ? sink : c->in + c->in_len;
+		want = dst == sink ? sizeof(sink) : room;
 		n = recv(c->io.fd, dst, want, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
+			return parse;
 		if (n == 0 && c->state == HC_READ && c->in_len) {
 			c->eof = true; /* advance() answers what we have */
-			return;
+			return true;
 		}
 		if (n <= 0) {
 			conn_close(c);
-			return;
+			return false;
 		}
-		if (dst != sink) {
-			c->in_len += (size_t)n;
-			if ((size_t)n < want)
-				return;
+		if (dst == sink)
+			continue;
+		if (!c->in_request) {
+			/* The head deadline starts with the first byte and no
+			 * later byte moves it. */
+			c->in_request = true;
+			arm(c, h->o.head_ms);
 		}
+		for (ssize_t i = 0; i < n && !parse; i++) {
+			unsigned char b = (unsigned char)dst[i];
+
+			if (b == '\n')
+				c->line_seen = parse = true;
+			else if (!c->line_seen && ((b < 0x20 && b != '\r') || b >= 0x7f))
+				parse = true;
+		}
+		c->in_len += (size_t)n;
+		if (c->need && c->in_len >= c->need)
+			parse = true;
+		if ((size_t)n < want)
+			return parse;
 	}
 }
 
 static void conn_io(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct hconn *c = io->arg;
+	bool parse = false;
 
 	if (c->state == HC_READ || c->state == HC_LINGER) {
-		size_t before = c->in_len;
-
-		conn_read(c);
-		if (c->state == HC_CLOSED)
+		parse = conn_read(c);
+		if (c->state == HC_CLOSED || c->state == HC_LINGER)
 			return;
-		if (c->state == HC_LINGER)
-			return;
-		if (c->in_len != before)
-			touch(c, c->h->o.idle_ms);
 	} else if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLOUT)) {
 		conn_close(c);
 		return;
 	}
-	advance(c);
+	advance(c, parse);
 }
 
 static void conn_timer(struct loop *l, struct loop_timer *t)
 {
 	struct hconn *c = t->arg;
 
-	log_debug("httpd %s: closing %s connection", c->h->o.name,
-		  c->state == HC_LINGER ? "lingering" : "idle");
+	switch (c->state) {
+	case HC_READ:
+		if (c->in_request) {
+			queue_error(c, 408, "request not complete in time");
+			set_state(c, HC_WRITE);
+			advance(c, false);
+			return;
+		}
+		break;
+	case HC_WRITE:
+		refuse(c->h, HTTPD_R_WRITE_TIMEOUT);
+		log_info_rl("httpd %s: response not taken in %u ms; closing",
+			    c->h->o.name, c->h->o.write_ms);
+		break;
+	default:
+		break;
+	}
 	conn_close(c);
+}
+
+/* A caller on this node: loopback, or the node dialing its own address
+ * (kubelet's probes of a hostNetwork pod). */
+static bool is_local(int fd, const struct sockaddr_in *peer)
+{
+	struct sockaddr_in me;
+	socklen_t sl = sizeof(me);
+
+	if ((ntohl(peer->sin_addr.s_addr) >> 24) == 127)
+		return true;
+	return getsockname(fd, (struct sockaddr *)&me, &sl) == 0 &&
+	       me.sin_family == AF_INET &&
+	       me.sin_addr.s_addr == peer->sin_addr.s_addr;
+}
+
+/* Admit fd from peer, or say why not. */
+static int admit(struct httpd *h, int fd, const struct sockaddr_in *peer)
+{
+	unsigned from_peer = 0;
+	size_t cap = h->o.max_conns;
+
+	if (!is_local(fd, peer))
+		cap -= h->o.reserved_local;
+	if (h->n_conns >= cap)
+		return HTTPD_R_CONN_LIMIT;
+	for (struct hconn *c = h->conns; c; c = c->next)
+		if (c->peer.s_addr == peer->sin_addr.s_addr)
+			from_peer++;
+	if (from_peer >= h->o.max_per_source)
+		return HTTPD_R_SOURCE_LIMIT;
+	return -1;
 }
 
 static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
@@ -765,34 +910,31 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 	struct httpd *h = io->arg;
 
 	for (int i = 0; i < 16; i++) {
-		int fd =
-		    accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_in peer;
+		char a[INET_ADDRSTRLEN];
 		struct hconn *c;
+		int fd = acceptor_accept(l, &h->acc, &peer), why;
 
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("httpd %s: accept: %s", h->o.name,
-					 strerror(errno));
+		if (fd < 0)
 			return;
-		}
-		if (h->n_conns >= h->o.max_conns) {
-			log_debug(
-			    "httpd %s: %zu connections open; refusing one",
-			    h->o.name, h->n_conns);
+		why = admit(h, fd, &peer);
+		if (why >= 0) {
+			refuse(h, why);
+			log_info_rl("httpd %s: refusing a connection from %s: %s "
+				    "(%zu open)", h->o.name,
+				    inet_ntop(AF_INET, &peer.sin_addr, a, sizeof(a)),
+				    httpd_refusal_name(why), h->n_conns);
 			close(fd);
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
-		if (c)
-			c->in = malloc(h->o.max_request + 1);
-		if (!c || !c->in) {
-			if (c)
-				free(c);
+		if (!c) {
 			close(fd);
 			continue;
 		}
 		c->h = h;
 		c->state = HC_READ;
+		c->peer = peer.sin_addr;
 		sbuf_init(&c->out, 0);
 		loop_io_init(&c->io, fd, conn_io, c);
 		loop_timer_init(&c->timer, conn_timer, c);
@@ -801,7 +943,7 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 			h->conns->prev = c;
 		h->conns = c;
 		h->n_conns++;
-		touch(c, h->o.idle_ms);
+		arm(c, h->o.idle_ms);
 		if (loop_io_update(l, &c->io, EPOLLIN))
 			conn_close(c);
 	}
@@ -844,12 +986,22 @@ int httpd_new(struct loop *l, int lfd, const struct httpd_opts *opts,
 		h->o.max_request = HTTPD_DEFAULT_MAX_REQUEST;
 	if (!h->o.max_conns)
 		h->o.max_conns = HTTPD_DEFAULT_MAX_CONNS;
+	if (!h->o.max_per_source)
+		h->o.max_per_source = HTTPD_DEFAULT_MAX_PER_SOURCE;
+	if (!h->o.reserved_local)
+		h->o.reserved_local = HTTPD_DEFAULT_RESERVED_LOCAL;
+	if (h->o.reserved_local >= h->o.max_conns)
+		h->o.reserved_local = h->o.max_conns - 1;
 	if (!h->o.idle_ms)
 		h->o.idle_ms = HTTPD_DEFAULT_IDLE_MS;
+	if (!h->o.head_ms)
+		h->o.head_ms = HTTPD_DEFAULT_HEAD_MS;
+	if (!h->o.write_ms)
+		h->o.write_ms = HTTPD_DEFAULT_WRITE_MS;
 	if (!h->o.name)
 		h->o.name = "http";
-	loop_io_init(&h->lio, lfd, on_accept, h);
-	err = loop_io_update(l, &h->lio, EPOLLIN);
+	acceptor_init(&h->acc, lfd, on_accept, h, h->o.name);
+	err = acceptor_start(l, &h->acc);
 	if (err) {
 		close(lfd);
 		free(h);
@@ -865,8 +1017,7 @@ void httpd_free(struct httpd *h)
 		return;
 	while (h->conns)
 		conn_close(h->conns);
-	loop_io_stop(h->loop, &h->lio);
-	close(h->lio.fd);
+	acceptor_close(h->loop, &h->acc);
 	loop_defer_free(h->loop, h, free);
 }
 

@@ -13,14 +13,25 @@
  *    and pipelining: requests are answered in order, the next one is parsed
  *    only once the previous response is fully written, so a connection
  *    holds at most one response.
- *  - bounded: the request head plus body must fit opts.max_request bytes
- *    (431 for a head, 413 for a body that cannot fit), at most
- *    HTTPD_MAX_HEADERS header lines, at most opts.max_conns connections
- *    (more are accepted and closed at once), idle connections closed after
- *    opts.idle_ms. Bodies need Content-Length (Transfer-Encoding: 501).
+ *  - one parser, http_parse_request(), a pure function over a buffer: the
+ *    connection code never looks into a request itself.
+ *  - bounded (every peer is hostile; these ports listen on node addresses):
+ *    the request head plus body must fit opts.max_request bytes (431 for a
+ *    head, 413 for a body that cannot fit), at most HTTPD_MAX_HEADERS header
+ *    lines; at most opts.max_conns connections, of which opts.max_per_source
+ *    from one address and the last opts.reserved_local only for local
+ *    callers (loopback, or the node calling its own address: kubelet's
+ *    probes), so remote abusers cannot lock out readiness; more are
+ *    accepted and closed at once and counted.
+ *  - deadlines, none of which a trickling peer can extend: a request must
+ *    arrive whole within opts.head_ms of its first byte (408), a response
+ *    must be taken within opts.write_ms, and a connection without a request
+ *    in progress is closed after opts.idle_ms. Bodies need Content-Length
+ *    (Transfer-Encoding: 501).
  *  - garbage gets a 400 and the connection is closed; an error response is
  *    followed by a lingering close (read and discard until the peer's FIN
  *    or a short timeout) so the peer reads the answer instead of a RST.
+ *  - fd exhaustion on accept backs off (accept.h).
  *
  * Threading: a server and its connections belong to the thread of its loop.
  */
@@ -30,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "sbuf.h"
 
@@ -46,10 +58,14 @@ enum http_method {
 	HTTP_PATCH = 1 << 6,
 };
 
-#define HTTPD_MAX_HEADERS	  64
-#define HTTPD_DEFAULT_MAX_REQUEST 8192
-#define HTTPD_DEFAULT_MAX_CONNS	  64
-#define HTTPD_DEFAULT_IDLE_MS	  30000
+#define HTTPD_MAX_HEADERS	      64
+#define HTTPD_DEFAULT_MAX_REQUEST     8192
+#define HTTPD_DEFAULT_MAX_CONNS	      64
+#define HTTPD_DEFAULT_MAX_PER_SOURCE  8
+#define HTTPD_DEFAULT_RESERVED_LOCAL  8
+#define HTTPD_DEFAULT_IDLE_MS	      30000
+#define HTTPD_DEFAULT_HEAD_MS	      10000
+#define HTTPD_DEFAULT_WRITE_MS	      30000
 
 /* A parsed request; every string is NUL-terminated and valid only during
  * the handler call. */
@@ -59,7 +75,7 @@ struct http_req {
 	const char *path;  /* target up to '?' (not percent-decoded) */
 	const char *query; /* after '?', "" when none */
 	int minor;	   /* HTTP/1.<minor> */
-	const char *body;  /* Content-Length bytes (NUL-terminated), or "" */
+	const char *body;  /* Content-Length bytes, or "" (see httpd_handler) */
 	size_t body_len;
 	struct {
 		const char *name;  /* as sent */
@@ -77,6 +93,7 @@ struct http_rsp {
 	bool close; /* close the connection after this response */
 };
 
+/* Handlers may read req->body as a NUL-terminated string too. */
 typedef void (*httpd_handler)(void *arg, const struct http_req *req,
 			      struct http_rsp *rsp);
 
@@ -92,7 +109,12 @@ struct httpd_opts {
 	void *arg;	     /* passed to every handler */
 	size_t max_request;  /* head + body; 0: HTTPD_DEFAULT_MAX_REQUEST */
 	unsigned max_conns;  /* 0: HTTPD_DEFAULT_MAX_CONNS */
+	unsigned max_per_source; /* 0: HTTPD_DEFAULT_MAX_PER_SOURCE */
+	unsigned reserved_local; /* 0: HTTPD_DEFAULT_RESERVED_LOCAL (capped
+				    at max_conns - 1) */
 	uint32_t idle_ms;    /* 0: HTTPD_DEFAULT_IDLE_MS */
+	uint32_t head_ms;    /* 0: HTTPD_DEFAULT_HEAD_MS */
+	uint32_t write_ms;   /* 0: HTTPD_DEFAULT_WRITE_MS */
 	size_t max_response; /* body bound; 0: SBUF_DEFAULT_MAX (500 if over) */
 	const char *name;    /* for logs, e.g. "metrics" */
 };
@@ -113,6 +135,45 @@ int httpd_new(struct loop *l, int lfd, const struct httpd_opts *opts,
 void httpd_free(struct httpd *h);
 /* Connections open now (for tests). */
 size_t httpd_conn_count(const struct httpd *h);
+
+/* Why a server turned a connection or request away (the metric's label). */
+enum httpd_refusal {
+	HTTPD_R_CONN_LIMIT,   /* max_conns (or all but the local reserve) in use */
+	HTTPD_R_SOURCE_LIMIT, /* max_per_source from this address */
+	HTTPD_R_FD_EXHAUSTED, /* accept failed: out of fds */
+	HTTPD_R_HEAD_TIMEOUT, /* request not whole within head_ms */
+	HTTPD_R_WRITE_TIMEOUT,/* response not taken within write_ms */
+	HTTPD_R_BAD_REQUEST,  /* answered 4xx/5xx by the parser */
+	HTTPD_R_MAX,
+};
+const char *httpd_refusal_name(enum httpd_refusal r);
+/* Counts since start, indexed by enum httpd_refusal (same thread as the
+ * server's loop, or a racy-but-harmless read from another). */
+void httpd_refusals(const struct httpd *h, uint64_t out[HTTPD_R_MAX]);
+
+/*
+ * The request parser: one HTTP/1.x request at the start of buf[0, len),
+ * considering at most `max` bytes of head and body. Leading CR/LF (blank
+ * lines between pipelined requests) are skipped. Bytes that are not tokens
+ * where RFC 9110/9112 want tokens, controls in the target or in field
+ * values, obsolete folding, a bare CR, malformed or conflicting
+ * Content-Length are refused; every length is checked against `max` before
+ * use.
+ *
+ * Returns:
+ *   > 0  the request is complete and occupies that many bytes (blank lines
+ *        before it included): *req points into buf, where NULs were written
+ *        into the head (the body is left as it is: body_len bytes);
+ *   0    more bytes are needed; buf is untouched; *need (may be NULL) is
+ *        the total length the request will have once that is known (head
+ *        complete, body pending), else 0;
+ *   < 0  -status (400, 413, 414, 431, 501, 505) with *why a short sentence;
+ *        buf may have been modified.
+ * A pure function: no allocation, no I/O; len may be 0.
+ */
+ssize_t http_parse_request(char *buf, size_t len, size_t max,
+			   struct http_req *req, size_t *need,
+			   const char **why);
 
 /* ---- for handlers ---- */
 

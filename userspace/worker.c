@@ -346,14 +346,6 @@ void conn_start_failed(struct conn *c, int err)
 	free(c);
 }
 
-void reset_close(int fd)
-{
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 static bool in_service_range(const struct daemon *d, uint32_t addr)
 {
 	for (size_t i = 0; i < d->n_svc_nets; i++)

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "accept.h"
 #include "loop.h"
 #include "telemetry.h"
 
@@ -128,8 +129,6 @@ void conn_start_failed(struct conn *c, int err);
 
 /* Relay done callback for every kind of connection: logs, frees c. */
 void conn_done(struct relay *r, const struct relay_summary *s, void *arg);
-/* Abortive close: the peer sees a RST, not a clean end. */
-void reset_close(int fd);
 /* "a.b.c.d:port" into buf (at least 24 bytes); returns buf. */
 const char *ip_str(const struct sockaddr_in *a, char *buf);
 const char *route_name(enum route_kind r);

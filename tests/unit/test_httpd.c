@@ -2,7 +2,8 @@
 /*
  * The operator ports' HTTP/1.1 server: routing (404/405/HEAD), keep-alive,
  * pipelined and byte-by-byte requests, garbage, oversized heads and bodies,
- * connection and idle limits. The server runs its loop on a thread; the
+ * connection, per-source, idle and head-deadline limits, and the request
+ * parser on its own as a table. The server runs its loop on a thread; the
  * test is a plain blocking client on 127.0.0.1.
  */
 #include "httpd.h"
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -170,6 +172,87 @@ static bool is_eof(int fd)
 	char c;
 
 	return recv(fd, &c, 1, 0) == 0;
+}
+
+/* The parser alone: input -> return value (>0: whole length). */
+static void test_parser_table(void)
+{
+	static const struct {
+		const char *in;
+		size_t len; /* 0: strlen */
+		ssize_t want; /* 1: the whole input */
+		const char *what;
+	} cases[] = {
+	    {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 1, "minimal"},
+	    {"\r\n\r\nGET / HTTP/1.0\r\n\r\n", 0, 1, "blank lines first, 1.0 without Host"},
+	    {"GET / HTTP/1.1\nHost: x\n\n", 0, 1, "bare LF line ends"},
+	    {"GET /healthz/ready HTTP/1.1\r\nHost: x\r\nContent-Length\0: 100\r\n\r\n",
+	     62, -400, "NUL in a header name (the readiness-port crash)"},
+	    {"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", 29, -400, "NUL in a header value"},
+	    {"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", 0, -400, "bare CR in a field"},
+	    {"GET /\0 HTTP/1.1\r\n", 19, -400, "NUL in the target"},
+	    {"G\x80T / HTTP/1.1\r\n", 0, -400, "high byte in the method"},
+	    {"GET / HTTP/1.1\r\nHost: x\r\n", 0, 0, "head not complete"},
+	    {"GET / HTTP/1.1\r\nHo", 0, 0, "half a header line"},
+	    {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab", 0, 0,
+	     "body pending"},
+	    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab", 0, 1,
+	     "body complete"},
+	    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\na", 0, -400,
+	     "list-valued Content-Length"},
+	    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na", 0, -400,
+	     "signed Content-Length"},
+	    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+	     0, -413, "Content-Length beyond every integer"},
+	    {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nab",
+	     0, 1, "repeated equal Content-Length"},
+	    {"GET / HTTP/2.0\r\n\r\n", 0, -505, "HTTP/2 version"},
+	    {"GET / HTTP/1.10\r\n\r\n", 0, -505, "two-digit minor"},
+	    {"GET / FTP/1.1\r\n\r\n", 0, -400, "not HTTP"},
+	    {"GET  / HTTP/1.1\r\n\r\n", 0, -400, "double space"},
+	    {"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 0, -400, "blank before the colon"},
+	    {"GET / HTTP/1.1\r\n: x\r\n\r\n", 0, -400, "empty header name"},
+	    {"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0, -501,
+	     "chunked"},
+	};
+	char buf[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].in);
+		struct http_req req;
+		const char *why = NULL;
+		size_t need = 7;
+		ssize_t want = cases[i].want == 1 ? (ssize_t)len : cases[i].want;
+		ssize_t got;
+
+		memcpy(buf, cases[i].in, len);
+		got = http_parse_request(buf, len, 8192, &req, &need, &why);
+		ok(got == want, "parser: %s: %zd (want %zd%s%s)", cases[i].what, got,
+		   want, why && *why ? ", " : "", why ? why : "");
+	}
+	{
+		char b[] = "POST /p?q=1 HTTP/1.1\r\nHost:  h \r\nContent-Length: 3\r\n\r\nxyzGET";
+		struct http_req req;
+		const char *why;
+		size_t need;
+		ssize_t got = http_parse_request(b, sizeof(b) - 1, 8192, &req, &need, &why);
+
+		ok(got == (ssize_t)sizeof(b) - 4 && req.method == HTTP_POST &&
+		       !strcmp(req.path, "/p") && !strcmp(req.query, "q=1") &&
+		       req.n_headers == 2 && !strcmp(req.headers[0].name, "Host") &&
+		       !strcmp(req.headers[0].value, "h") && req.body_len == 3 &&
+		       !memcmp(req.body, "xyz", 3) && !strncmp(b + got, "GET", 3),
+		   "parser: fields, query, trimmed value, body, next request untouched");
+		static const char h9[] = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n";
+
+		memcpy(b, h9, sizeof(h9) - 1);
+		need = 0;
+		got = http_parse_request(b, sizeof(h9) - 1, 8192, &req, &need, &why);
+		ok(got == 0 && need == sizeof(h9) - 1 + 9,
+		   "parser: waiting for a body says how much (%zu)", need);
+		got = http_parse_request(b, sizeof(h9) - 1, 40, &req, &need, &why);
+		ok(got == -431, "parser: head over max: 431 (%zd)", got);
+	}
 }
 
 static void test_routing(void)
@@ -376,6 +459,84 @@ static void test_garbage(void)
 	free(r);
 }
 
+/* Crash reproducer of issue 12 over a socket: answered 400, server lives. */
+static void test_crash_inputs(void)
+{
+	static const char crash[] = "GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length\0: 100\r\n\r\n";
+	size_t n;
+	char *r;
+	int fd = dial();
+
+	send_all(fd, crash, sizeof(crash) - 1);
+	shutdown(fd, SHUT_WR);
+	r = read_all(fd, &n);
+	ok(status_of(r) == 400, "NUL before a header's colon: 400 (%.12s)", r);
+	free(r);
+	close(fd);
+	r = roundtrip("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &n);
+	ok(status_of(r) == 200, "still serving after it");
+	free(r);
+}
+
+/* Runs with head_ms 400, max_per_source 3. */
+static void test_deadlines(void)
+{
+	struct timespec t0, t1;
+	char buf[4096];
+	int fd, fds[4], st;
+	double ms;
+
+	/* A trickle of one byte every 100 ms never extends the deadline. */
+	fd = dial();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (const char *p = "GET /hello HTTP/1.1\r\nHost: x\r\nX: "; *p; p++) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+		if (send(fd, p, 1, MSG_NOSIGNAL) != 1 || poll(&pfd, 1, 100) > 0)
+			break;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	st = read_response(fd, buf, sizeof(buf)) > 0 ? status_of(buf) : 0;
+	ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+	ok(st == 408 && ms < 1500, "trickled head: 408 after the head deadline "
+	   "(%d after %.0f ms)", st, ms);
+	close(fd);
+
+	/* Blank lines only: dropped as they come, the deadline still ends it. */
+	fd = dial();
+	{
+		char blank[65536];
+
+		for (size_t i = 0; i < sizeof(blank); i += 2)
+			memcpy(blank + i, "\r\n", 2);
+		for (int i = 0; i < 16; i++)
+			send_all(fd, blank, sizeof(blank));
+	}
+	st = read_response(fd, buf, sizeof(buf)) > 0 ? status_of(buf) : 0;
+	ok(st == 408, "1 MiB of blank lines: 408 (%d)", st);
+	close(fd);
+
+	for (int i = 0; i < 4; i++)
+		fds[i] = dial();
+	usleep(50000);
+	ok(is_eof(fds[3]), "a 4th connection from one address (max 3): closed");
+	send_all(fds[0], "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 32);
+	ok(read_response(fds[0], buf, sizeof(buf)) > 0 && status_of(buf) == 200,
+	   "the first three are served");
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	{
+		uint64_t n[HTTPD_R_MAX];
+
+		usleep(50000);
+		httpd_refusals(srv, n);
+		ok(n[HTTPD_R_HEAD_TIMEOUT] == 2 && n[HTTPD_R_SOURCE_LIMIT] == 1,
+		   "counted: head_timeout %llu, source_limit %llu",
+		   (unsigned long long)n[HTTPD_R_HEAD_TIMEOUT],
+		   (unsigned long long)n[HTTPD_R_SOURCE_LIMIT]);
+	}
+}
+
 static void test_limits(void)
 {
 	int a = dial(), b = dial(), c, i;
@@ -422,10 +583,28 @@ int main(void)
 	ok(httpd_new(loop, lfd, &o, &srv) == 0, "server on 127.0.0.1:%u", port);
 	pthread_create(&th, NULL, loop_thread, NULL);
 
+	test_parser_table();
 	test_routing();
 	test_keepalive_pipeline();
 	test_partial();
 	test_garbage();
+	test_crash_inputs();
+
+	loop_stop(loop);
+	pthread_join(th, NULL);
+	httpd_free(srv);
+	lfd = httpd_listen("127.0.0.1", 0);
+	sl = sizeof(sa);
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	port = ntohs(sa.sin_port);
+	o.head_ms = 400;
+	o.max_per_source = 3;
+	ok(httpd_new(loop, lfd, &o, &srv) == 0,
+	   "server with head_ms 400, max_per_source 3");
+	pthread_create(&th, NULL, loop_thread, NULL);
+	test_deadlines();
+	o.head_ms = 0;
+	o.max_per_source = 0;
 
 	/* Restart with tight limits on the same loop thread's port. */
 	loop_stop(loop);
