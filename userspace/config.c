@@ -1320,6 +1320,65 @@ static int yaml_fail(struct pctx *c, yaml_parser_t *p)
 	return -EINVAL;
 }
 
+/*
+ * Shape check: one pass over the event stream (no nodes built), so input
+ * that is too deep or too large is refused in time linear in what was read
+ * up to the point of refusal.
+ */
+static int shape_check(struct pctx *c, const char *buf, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	size_t events = 0;
+	int depth = 0, ret = 0;
+
+	if (len > CONFIG_MAX_FILE_SIZE) {
+		if (c->err && c->errlen)
+			snprintf(c->err, c->errlen, "%s: %zu bytes: larger than %u",
+				 c->name, len, CONFIG_MAX_FILE_SIZE);
+		return -EFBIG;
+	}
+	if (!yaml_parser_initialize(&p))
+		return oom(c);
+	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+	for (;;) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			ret = yaml_fail(c, &p);
+			break;
+		}
+		if (ev.type == YAML_SEQUENCE_START_EVENT ||
+		    ev.type == YAML_MAPPING_START_EVENT) {
+			if (++depth > CONFIG_MAX_DEPTH) {
+				if (c->err && c->errlen)
+					snprintf(c->err, c->errlen,
+						 "%s:%zu:%zu: nested deeper than %d levels",
+						 c->name, ev.start_mark.line + 1,
+						 ev.start_mark.column + 1,
+						 CONFIG_MAX_DEPTH);
+				ret = -EINVAL;
+			}
+		} else if (ev.type == YAML_SEQUENCE_END_EVENT ||
+			   ev.type == YAML_MAPPING_END_EVENT) {
+			depth--;
+		}
+		if (!ret && ++events > CONFIG_MAX_EVENTS) {
+			if (c->err && c->errlen)
+				snprintf(c->err, c->errlen,
+					 "%s:%zu: more than %u YAML events",
+					 c->name, ev.start_mark.line + 1,
+					 CONFIG_MAX_EVENTS);
+			ret = -E2BIG;
+		}
+		if (ev.type == YAML_STREAM_END_EVENT || ret) {
+			yaml_event_delete(&ev);
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&p);
+	return ret;
+}
+
 int config_load_buffer(const char *name, const char *buf, size_t len,
 		       struct state **out, char *err, size_t errlen)
 {
@@ -1334,6 +1393,9 @@ int config_load_buffer(const char *name, const char *buf, size_t len,
 
 	if (err && errlen)
 		err[0] = '\0';
+	ret = shape_check(&c, buf, len);
+	if (ret)
+		return ret;
 	if (!yaml_parser_initialize(&parser))
 		return oom(&c);
 	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);

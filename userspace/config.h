@@ -7,6 +7,12 @@
  * uids / IPs / service VIPs / hosts / policy names are errors. A file with
  * any error yields no state at all; an empty file is a valid, empty config.
  *
+ * Bounded before anything is built: one pass over libyaml's event stream
+ * refuses input over CONFIG_MAX_FILE_SIZE bytes, CONFIG_MAX_DEPTH levels
+ * or CONFIG_MAX_EVENTS events; alias-heavy input has a node-visit budget.
+ * A large valid file still takes seconds (50,000 workloads: ~2 s), so the
+ * daemon loads on a thread of its own.
+ *
  * Errors are one line, "<name>:<line>: <path>: <what>", e.g.
  *   config.yaml:12: workloads[1].workloadIp: unknown key (did you mean workloadIps?)
  * and for YAML syntax errors "<name>:<line>:<column>: YAML syntax error: ...".
@@ -20,6 +26,14 @@
 
 /* Files larger than this are refused (-EFBIG). */
 #define CONFIG_MAX_FILE_SIZE (64u << 20)
+/*
+ * Collections nested deeper than this are refused before any document is
+ * built (the schema needs 10 levels; libyaml's loader is quadratic in the
+ * nesting depth: 200,000 `[` kept a thread busy for minutes).
+ */
+#define CONFIG_MAX_DEPTH 32
+/* Parser events (scalars, collection starts and ends) at most. */
+#define CONFIG_MAX_EVENTS (16u << 20)
 
 /*
  * Parses len bytes of YAML at buf; name is only used in messages.

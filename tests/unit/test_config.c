@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "state.h"
@@ -628,6 +629,69 @@ static void test_alias_budget(void)
 	state_unref(st);
 }
 
+/* Issue 12: 200,000 `[` kept libyaml's loader busy for minutes. Refused by
+ * the shape pass before any document is built, in a few milliseconds. */
+static void test_nesting(void)
+{
+	static const struct {
+		const char *what, *open, *close, *prefix;
+		int levels;
+	} cases[] = {
+		{"flow lists", "[", "]", "workloads: ", 200000},
+		{"flow mappings", "{a: ", "}", "", 100000},
+		{"block lists", NULL, NULL, "workloads:\n", 100},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t cap = 64 + (size_t)cases[i].levels * 210, len = 0;
+		char *yaml = malloc(cap), err[512] = "";
+		struct state *st = NULL;
+		struct timespec t0, t1;
+		double ms;
+		int ret;
+
+		if (!yaml)
+			abort();
+		len += (size_t)snprintf(yaml, cap, "%s", cases[i].prefix);
+		for (int k = 0; k < cases[i].levels; k++) {
+			if (cases[i].open)
+				len += (size_t)snprintf(yaml + len, cap - len, "%s", cases[i].open);
+			else
+				len += (size_t)snprintf(yaml + len, cap - len, "%*s- \n", 2 * (k + 1), "");
+		}
+		if (cases[i].open && !strcmp(cases[i].open, "{a: "))
+			len += (size_t)snprintf(yaml + len, cap - len, "1");
+		for (int k = 0; cases[i].close && k < cases[i].levels; k++)
+			len += (size_t)snprintf(yaml + len, cap - len, "%s", cases[i].close);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		ret = config_load_buffer("deep.yaml", yaml, len, &st, err, sizeof(err));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+		ok(ret == -EINVAL && !st && strstr(err, "nested deeper than 32 levels") &&
+			   ms < 1000,
+		   "%d nested %s: refused in %.1f ms -> \"%s\"", cases[i].levels,
+		   cases[i].what, ms, err);
+		free(yaml);
+	}
+	{
+		char yaml[256] = "workloads: ";
+		struct state *st = NULL;
+		char err[512] = "";
+		int ret;
+
+		/* 31 levels below the root mapping still parse (then fail on
+		 * the schema, not on depth). */
+		for (int k = 0; k < 30; k++)
+			strcat(yaml, "[");
+		for (int k = 0; k < 30; k++)
+			strcat(yaml, "]");
+		ret = config_load_buffer("ok.yaml", yaml, strlen(yaml), &st, err, sizeof(err));
+		ok(ret == -EINVAL && !strstr(err, "nested deeper"),
+		   "31 levels pass the shape check (%s)", err);
+		state_unref(st);
+	}
+}
+
 static void test_err_buffers(void)
 {
 	struct state *st = NULL;
@@ -756,6 +820,7 @@ int main(void)
 	test_valid();
 	test_errors();
 	test_alias_budget();
+	test_nesting();
 	test_err_buffers();
 	test_files();
 	test_large();
