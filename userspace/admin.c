@@ -324,6 +324,12 @@ static void daemon_metrics(struct admin *a, const struct state *st,
 	    {"ambientd_hbone_handshake_failures_total",
 	     "mTLS handshakes that failed or presented the wrong identity",
 	     &d->hbone.handshake_failures},
+	    {"ambientd_hbone_handshake_timeouts_total",
+	     "Connections to 15008 that sent no TLS bytes in time",
+	     &d->hbone.handshake_timeouts},
+	    {"ambientd_config_rejected_total",
+	     "Config reloads refused (the previous config stays in force)",
+	     &d->config_rejected},
 	    {"ambientd_authz_closed_on_change_total",
 	     "Live connections closed because a new policy denies them",
 	     &d->authz.closed_on_change},
@@ -472,6 +478,53 @@ static void service_metrics(struct admin *a, const struct state *st,
 		}
 }
 
+/* Connections the listeners turned away, by listener and reason. */
+static void listener_metrics(struct admin *a, struct sbuf *o)
+{
+	static const char fam[] = "ambientd_listener_refused_total";
+	struct daemon *d = a->c.d;
+	struct {
+		const char *name;
+		const struct httpd *h;
+	} ops[] = {{"metrics", a->metrics}, {"readiness", a->ready}, {"admin", a->api}};
+	char l[96];
+
+	prom_family(o, fam, PROM_COUNTER,
+		    "Connections or requests a listener refused, by reason");
+	for (int k = 0; k < LISTEN_KINDS; k++) {
+		uint64_t n[LREF_MAX] = {0}, fds = 0;
+
+		for (int i = 0; i < d->n_workers; i++) {
+			struct listener *ls = &d->workers[i]->lst[k];
+
+			for (int r = 0; r < LREF_MAX; r++)
+				n[r] += atomic_load_explicit(&ls->refused[r],
+							     memory_order_relaxed);
+			fds += atomic_load(&ls->acc.fd_exhausted);
+		}
+		for (int r = 0; r < LREF_MAX; r++) {
+			snprintf(l, sizeof(l), "listener=\"%s\",reason=\"%s\"",
+				 listener_name(k), listen_refusal_name(r));
+			prom_sample_u64(o, fam, l, NULL, n[r]);
+		}
+		snprintf(l, sizeof(l), "listener=\"%s\",reason=\"fd_exhausted\"",
+			 listener_name(k));
+		prom_sample_u64(o, fam, l, NULL, fds);
+	}
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		uint64_t n[HTTPD_R_MAX];
+
+		if (!ops[i].h)
+			continue;
+		httpd_refusals(ops[i].h, n);
+		for (int r = 0; r < HTTPD_R_MAX; r++) {
+			snprintf(l, sizeof(l), "listener=\"%s\",reason=\"%s\"",
+				 ops[i].name, httpd_refusal_name(r));
+			prom_sample_u64(o, fam, l, NULL, n[r]);
+		}
+	}
+}
+
 static void h_metrics(void *arg, const struct http_req *req,
 		      struct http_rsp *rsp)
 {
@@ -489,6 +542,7 @@ static void h_metrics(void *arg, const struct http_req *req,
 	daemon_metrics(a, st, o);
 	service_metrics(a, st, o);
 	bpf_metrics(a, o);
+	listener_metrics(a, o);
 	render_tcp_health(a, st, o);
 	process_metrics(a, o);
 	state_unref(st);

@@ -8,6 +8,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <malloc.h>
 #include <ifaddrs.h>
 #include <limits.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -39,6 +41,7 @@
 #include "lb.h"
 #include "loop.h"
 #include "polmap.h"
+#include "privs.h"
 #include "relay.h"
 #include "rtnl.h"
 #include "state.h"
@@ -66,6 +69,8 @@ enum opt_key {
 	OPT_TRUST_DOMAIN,
 	OPT_CERT_TTL,
 	OPT_CONNECT_TIMEOUT,
+	OPT_PENDING_MAX,
+	OPT_PENDING_PER_SOURCE,
 	OPT_LB,
 	OPT_OUTLIER_FAILURES,
 	OPT_OUTLIER_EJECTION,
@@ -81,6 +86,7 @@ enum opt_key {
 	OPT_ADMIN_ADDR,
 	OPT_ACCESS_LOG,
 	OPT_DRAIN_TIMEOUT,
+	OPT_IPV6_PASSTHROUGH,
 };
 
 static const struct cli_opt options[] = {
@@ -98,6 +104,8 @@ static const struct cli_opt options[] = {
 	{ "trust-domain", OPT_TRUST_DOMAIN, "TD", "the mesh's trust domain; peers must be in it (default cluster.local)" },
 	{ "cert-ttl", OPT_CERT_TTL, "SECONDS", "workload certificate lifetime, rotated at half-life (default 86400)" },
 	{ "connect-timeout", OPT_CONNECT_TIMEOUT, "MS", "TCP connect timeout towards upstreams and peer tunnels (default 10000)" },
+	{ "pending-max", OPT_PENDING_MAX, "N", "connections each worker's listener holds before they are relayed (connecting upstream, or in the TLS handshake on 15008); more are reset (default 8192)" },
+	{ "pending-per-source", OPT_PENDING_PER_SOURCE, "N", "of those, at most N from one source address (default 1024)" },
 	{ "load-balancing", OPT_LB, "ALGO", "service endpoint choice: least-request (random of two, fewer connections; default) or round-robin" },
 	{ "outlier-failures", OPT_OUTLIER_FAILURES, "N", "consecutive connect failures that eject an endpoint (default 5; 0 disables)" },
 	{ "outlier-ejection", OPT_OUTLIER_EJECTION, "MS", "first ejection time, doubled on each repeat, capped at 300000 (default 30000)" },
@@ -115,6 +123,7 @@ static const struct cli_opt options[] = {
 	{ "admin-addr", OPT_ADMIN_ADDR, "IP:PORT", "admin API, loopback only (default 127.0.0.1:15000; off)" },
 	{ "drain-timeout", OPT_DRAIN_TIMEOUT, "SECONDS", "how long /quitquitquit lets connections finish (default 5)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
+	{ "ipv6-passthrough", OPT_IPV6_PASSTHROUGH, NULL, "let enrolled pods' IPv6 TCP bypass the mesh (no mTLS, no policy) instead of refusing it; only for clusters that accept that (default: off, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
 	{ "help", OPT_HELP, NULL, "this help" },
 	{ 0 },
@@ -134,11 +143,13 @@ struct opts {
 	int workers;
 	size_t buf_size;
 	bool uninstall_on_exit;
+	bool ipv6_passthrough;
 	const char *ca_dir;
 	char state_dir[PATH_MAX];
 	const char *trust_domain;
 	unsigned cert_ttl;
 	unsigned connect_timeout_ms;
+	unsigned pending_max, pending_per_source;
 	struct lb_opts lb;
 	struct bpfctl_cidr svc_nets[MAX_EXCLUDES];
 	size_t n_svc_nets;
@@ -153,7 +164,13 @@ struct control {
 	struct bpfctl b;
 	struct loop *loop;
 	struct loop_io sig_io, ino_io, rtnl_io, ring_io, ctl_io;
-	struct loop_timer reload_timer, retry_timer, rotate_timer, ring_timer;
+	struct loop_timer reload_timer, retry_timer, rotate_timer, ring_timer, trim_timer;
+	/* Config reloads (start_reload): the loader thread and its job. */
+	int cfg_efd;
+	struct loop_io cfg_io;
+	pthread_t cfg_thread;
+	struct cfg_job *cfg_job;
+	bool cfg_again;
 	struct ring_buffer *ring;
 	int ino_fd;
 	char cfg_dir[PATH_MAX];
@@ -310,6 +327,18 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		}
 		o->connect_timeout_ms = (unsigned)v;
 		return 0;
+	case OPT_PENDING_MAX:
+	case OPT_PENDING_PER_SOURCE:
+		if (cli_parse_u64(arg, 1, 1000000, &v)) {
+			fprintf(stderr, "ambientd: --%s %s: expected 1..1000000\n",
+				key == OPT_PENDING_MAX ? "pending-max" : "pending-per-source", arg);
+			return -1;
+		}
+		if (key == OPT_PENDING_MAX)
+			o->pending_max = (unsigned)v;
+		else
+			o->pending_per_source = (unsigned)v;
+		return 0;
 	case OPT_LB:
 		if (strcmp(arg, "least-request") == 0) {
 			o->lb.algo = LB_P2C;
@@ -402,6 +431,9 @@ static int handle_opt(int key, const char *arg, void *ctx)
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
 		return 0;
+	case OPT_IPV6_PASSTHROUGH:
+		o->ipv6_passthrough = true;
+		return 0;
 	case OPT_VERSION:
 		printf("ambientd %s\n", AMBIENTD_VERSION);
 		exit(0);
@@ -452,46 +484,65 @@ static int read_file(const char *path, char **buf, size_t *len)
 	return 0;
 }
 
-/* Load the config file; on success publish it. *changed says whether the
- * content differed from what is in force. */
-static int load_config(struct control *c, bool *changed, char *err, size_t errlen)
+/*
+ * The config file's bytes (and, with --kube, the API model appended) with
+ * their checksum. Returns 1 when they are what is in force already (buf
+ * freed), 0 with *buf to parse, or -errno with a sentence in err.
+ */
+static int read_config(struct control *c, char **buf, size_t *len, uLong *crc,
+		       char *err, size_t errlen)
 {
-	struct state *st = NULL;
-	char *buf = NULL;
-	size_t len = 0;
-	uLong crc;
 	int rc;
 
-	*changed = false;
+	*buf = NULL;
+	*len = 0;
 	if (c->kube && !kube_source_synced(c->kube))
-		return 0; /* an incomplete model never replaces the last one */
-	rc = c->o.config ? read_file(c->o.config, &buf, &len) : 0;
+		return 1; /* an incomplete model never replaces the last one */
+	rc = c->o.config ? read_file(c->o.config, buf, len) : 0;
 	if (rc) {
 		snprintf(err, errlen, "%s: %s", c->o.config, strerror(-rc));
 		return rc;
 	}
-	if (!buf && !(buf = strdup("")))
+	if (!*buf && !(*buf = strdup("")))
 		return -ENOMEM;
 	if (c->kube) {
-		rc = kube_source_append_yaml(c->kube, &buf, &len);
+		rc = kube_source_append_yaml(c->kube, buf, len);
 		if (rc) {
-			free(buf);
+			free(*buf);
 			snprintf(err, errlen, "kube model: %s", strerror(-rc));
 			return rc;
 		}
 	}
-	crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)buf, len);
-	if (c->d.state && crc == c->cfg_crc) {
-		free(buf);
-		return 0;
+	*crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)*buf, *len);
+	if (c->d.state && *crc == c->cfg_crc) {
+		free(*buf);
+		return 1;
 	}
-	rc = config_load_buffer(c->o.config ? c->o.config : "kube", buf, len, &st, err, errlen);
+	return 0;
+}
+
+static const char *config_name(const struct control *c)
+{
+	return c->o.config ? c->o.config : "kube";
+}
+
+/* Load the config at start, on this thread; on success publish it. */
+static int load_config(struct control *c, char *err, size_t errlen)
+{
+	struct state *st = NULL;
+	char *buf;
+	size_t len;
+	uLong crc;
+	int rc = read_config(c, &buf, &len, &crc, err, errlen);
+
+	if (rc)
+		return rc < 0 ? rc : 0;
+	rc = config_load_buffer(config_name(c), buf, len, &st, err, errlen);
 	free(buf);
 	if (rc)
 		return rc;
 	c->cfg_crc = crc;
 	daemon_state_publish(&c->d, st);
-	*changed = true;
 	return 0;
 }
 
@@ -704,21 +755,104 @@ static void on_retry(struct loop *l, struct loop_timer *t)
 	schedule_retry(c, reconcile(c));
 }
 
-static void on_reload(struct loop *l, struct loop_timer *t)
-{
-	struct control *c = t->arg;
+/*
+ * Reloads parse on a thread of their own: a large file takes seconds
+ * (50,000 workloads: ~2 s), and the control thread must keep answering
+ * readiness, metrics, ambientctl and certificate rotation meanwhile. One
+ * load at a time; a change that arrives during a load is read after it.
+ */
+struct cfg_job {
+	struct control *c;
+	char *buf;
+	size_t len;
+	uLong crc;
+	struct state *st; /* result */
+	int rc;
 	char err[1024];
-	bool changed;
+};
 
-	if (load_config(c, &changed, err, sizeof(err))) {
-		log_warn("config rejected, keeping the previous one: %s", err);
+static void *cfg_thread(void *arg)
+{
+	struct cfg_job *j = arg;
+	uint64_t one = 1;
+
+	j->rc = config_load_buffer(config_name(j->c), j->buf, j->len, &j->st,
+				   j->err, sizeof(j->err));
+	free(j->buf);
+	j->buf = NULL;
+	if (write(j->c->cfg_efd, &one, sizeof(one)) < 0)
+		log_error("config loader: cannot wake the control thread: %s",
+			  strerror(errno));
+	return NULL;
+}
+
+static void on_reload(struct loop *l, struct loop_timer *t);
+
+/* The loader thread finished: publish its result or keep the old config. */
+static void on_config_loaded(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct control *c = io->arg;
+	struct cfg_job *j = c->cfg_job;
+	uint64_t n;
+
+	if (read(io->fd, &n, sizeof(n)) != sizeof(n) || !j)
+		return;
+	pthread_join(c->cfg_thread, NULL);
+	c->cfg_job = NULL;
+	if (j->rc) {
+		atomic_fetch_add(&c->d.config_rejected, 1);
+		log_warn("config rejected, keeping the previous one: %s", j->err);
+	} else {
+		c->cfg_crc = j->crc;
+		daemon_state_publish(&c->d, j->st);
+		log_info("config reloaded from %s (generation %llu)", config_name(c),
+			 (unsigned long long)atomic_load(&c->d.state_gen));
+		schedule_retry(c, reconcile(c));
+	}
+	free(j);
+	if (c->cfg_again) {
+		c->cfg_again = false;
+		on_reload(l, &c->reload_timer);
+	}
+}
+
+/* Start loading the current file on the loader thread, unless unchanged. */
+static void start_reload(struct control *c)
+{
+	struct cfg_job *j;
+	int rc;
+
+	if (c->cfg_job) {
+		c->cfg_again = true;
 		return;
 	}
-	if (!changed)
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		log_warn("config reload: out of memory; keeping the previous one");
 		return;
-	log_info("config reloaded from %s (generation %llu)", c->o.config,
-		 (unsigned long long)atomic_load(&c->d.state_gen));
-	schedule_retry(c, reconcile(c));
+	}
+	j->c = c;
+	rc = read_config(c, &j->buf, &j->len, &j->crc, j->err, sizeof(j->err));
+	if (rc) {
+		if (rc < 0) {
+			atomic_fetch_add(&c->d.config_rejected, 1);
+			log_warn("config rejected, keeping the previous one: %s", j->err);
+		}
+		free(j);
+		return;
+	}
+	c->cfg_job = j;
+	if (pthread_create(&c->cfg_thread, NULL, cfg_thread, j)) {
+		log_warn("config reload: cannot start the loader thread; keeping the previous one");
+		free(j->buf);
+		free(j);
+		c->cfg_job = NULL;
+	}
+}
+
+static void on_reload(struct loop *l, struct loop_timer *t)
+{
+	start_reload(t->arg);
 }
 
 static void on_inotify(struct loop *l, struct loop_io *io, uint32_t events)
@@ -733,11 +867,44 @@ static void on_inotify(struct loop *l, struct loop_io *io, uint32_t events)
 	loop_timer_arm(l, &c->reload_timer, RELOAD_DEBOUNCE_MS);
 }
 
+/* The node's own addresses: pods reach them (health probes, DNS on the
+ * node) without the tunnel in between. */
+static size_t node_addresses(struct bpfctl_cidr *out, size_t max)
+{
+	struct ifaddrs *ifa, *i;
+	size_t n = 0;
+
+	if (getifaddrs(&ifa) < 0)
+		return 0;
+	for (i = ifa; i && n < max; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		out[n].addr = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+		out[n].prefixlen = 32;
+		n++;
+	}
+	freeifaddrs(ifa);
+	return n;
+}
+
+/* What the capture listeners must never dial (daemon.h local_addrs). */
+static void refresh_local_addrs(struct control *c)
+{
+	struct bpfctl_cidr nets[DAEMON_MAX_LOCAL_ADDRS];
+	uint32_t addrs[DAEMON_MAX_LOCAL_ADDRS];
+	size_t n = node_addresses(nets, DAEMON_MAX_LOCAL_ADDRS);
+
+	for (size_t i = 0; i < n; i++)
+		addrs[i] = nets[i].addr;
+	local_addrs_set(&c->d.local, addrs, n);
+}
+
 static void on_links(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct control *c = io->arg;
 
 	rtnl_monitor_drain(io->fd);
+	refresh_local_addrs(c);
 	/* New veths or an uplink: attach; pods waiting for their veth: enroll. */
 	if (!loop_timer_armed(&c->retry_timer))
 		loop_timer_arm(l, &c->retry_timer, 50);
@@ -776,6 +943,29 @@ static void on_ring_timer(struct loop *l, struct loop_timer *t)
 
 	ring_buffer__consume(c->ring);
 	loop_timer_arm(l, t, AMB_SOCK_EV_DRAIN_MS);
+}
+
+/*
+ * Hand memory back after a burst. Freed data-path buffers and connection
+ * state stay in the workers' malloc arenas (glibc only trims the top of a
+ * heap, and the workers keep up to 1 MiB there on purpose): after 9,000
+ * pending handshakes closed, RSS stayed at 400 MB. When the arenas hold
+ * more than TRIM_SLACK free, malloc_trim() returns every free page to the
+ * kernel; below it, nothing is done (mallinfo2 is a cheap walk).
+ */
+#define TRIM_EVERY_MS 5000
+#define TRIM_SLACK (16u << 20)
+
+static void on_trim(struct loop *l, struct loop_timer *t)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	if (mi.fordblks > TRIM_SLACK) {
+		malloc_trim(0);
+		log_debug("memory: returned free heap (%zu KiB free in arenas)",
+			  mi.fordblks >> 10);
+	}
+	loop_timer_arm(l, t, TRIM_EVERY_MS);
 }
 
 /* Re-issue leaves past half their lifetime; live connections keep theirs. */
@@ -1234,26 +1424,6 @@ static void on_ctl(struct loop *l, struct loop_io *io, uint32_t events)
 
 /* ---- setup ------------------------------------------------------------ */
 
-/* The node's own addresses: pods reach them (health probes, DNS on the
- * node) without the tunnel in between. */
-static size_t node_addresses(struct bpfctl_cidr *out, size_t max)
-{
-	struct ifaddrs *ifa, *i;
-	size_t n = 0;
-
-	if (getifaddrs(&ifa) < 0)
-		return 0;
-	for (i = ifa; i && n < max; i = i->ifa_next) {
-		if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
-			continue;
-		out[n].addr = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
-		out[n].prefixlen = 32;
-		n++;
-	}
-	freeifaddrs(ifa);
-	return n;
-}
-
 static int setup_watch(struct control *c)
 {
 	char tmp[PATH_MAX];
@@ -1334,13 +1504,12 @@ static int run(struct control *c)
 	struct bpfctl_cidr nets[MAX_EXCLUDES * 2];
 	size_t n_nets;
 	char err[1024];
-	bool changed;
 	sigset_t mask;
 	int fd, rc, ret = 1;
 
 	log_set_tag(c->o.node);
 	access_log_set_node(c->o.node);
-	rc = load_config(c, &changed, err, sizeof(err));
+	rc = load_config(c, err, sizeof(err));
 	if (rc) {
 		log_error("config rejected: %s", err);
 		fprintf(stderr, "ambientd: config rejected: %s\n", err);
@@ -1350,7 +1519,9 @@ static int run(struct control *c)
 		return 1;
 	if (bpfctl_ensure_bpffs(c->o.bpffs))
 		return 1;
-	if (bpfctl_load(&c->b, c->o.bpffs, c->o.node))
+	if (bpfctl_load_opts(&c->b, c->o.bpffs, c->o.node,
+			     &(struct bpfctl_load_opts){
+				     .ipv6_passthrough = c->o.ipv6_passthrough }))
 		return 1;
 	c->pol_ids = polmap_ids_new(c->b.pol_names_fd);
 	if (!c->pol_ids)
@@ -1367,6 +1538,13 @@ static int run(struct control *c)
 		log_error("setting exclusions: %s", strerror(-rc));
 		goto out;
 	}
+	/*
+	 * Programs loaded and pinned, routing set: from here on only the
+	 * capabilities in privs.c. Before any thread exists, because
+	 * capabilities are per thread and threads inherit them.
+	 */
+	if (privs_drop())
+		goto out;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -1376,6 +1554,7 @@ static int run(struct control *c)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	refresh_local_addrs(c);
 	/* Listeners before enrollment: a pod is never captured into nothing. */
 	if (workers_start(&c->d, c->o.workers) < 0)
 		goto out_workers;
@@ -1384,9 +1563,18 @@ static int run(struct control *c)
 	if (!c->loop)
 		goto out_workers;
 	loop_timer_init(&c->reload_timer, on_reload, c);
+	c->cfg_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->cfg_efd < 0) {
+		log_error("eventfd: %s", strerror(errno));
+		goto out_loop;
+	}
+	loop_io_init(&c->cfg_io, c->cfg_efd, on_config_loaded, c);
+	loop_io_update(c->loop, &c->cfg_io, EPOLLIN);
 	loop_timer_init(&c->retry_timer, on_retry, c);
 	loop_timer_init(&c->rotate_timer, on_rotate, c);
 	loop_timer_arm(c->loop, &c->rotate_timer, 1000);
+	loop_timer_init(&c->trim_timer, on_trim, c);
+	loop_timer_arm(c->loop, &c->trim_timer, TRIM_EVERY_MS);
 
 	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	loop_io_init(&c->sig_io, fd, on_signal, c);
@@ -1441,6 +1629,14 @@ static int run(struct control *c)
 	loop_run(c->loop);
 	ret = 0;
 out_loop:
+	if (c->cfg_job) { /* a reload in flight: let it finish, drop it */
+		pthread_join(c->cfg_thread, NULL);
+		state_unref(c->cfg_job->st);
+		free(c->cfg_job);
+		c->cfg_job = NULL;
+	}
+	if (c->cfg_efd > 0)
+		close(c->cfg_efd);
 	kube_source_stop(c->kube);
 	c->kube = NULL;
 	admin_free(c->admin);
@@ -1479,21 +1675,22 @@ static bool kernel_at_least(int major, int minor)
 	return ma > major || (ma == major && mi >= minor);
 }
 
-int main(int argc, char **argv)
+/* Parses the command line, then runs the daemon or the uninstall
+ * subcommand. Returns the process exit status; c stays the caller's. */
+static int start(struct control *c, int argc, char **argv)
 {
-	struct control *c = calloc(1, sizeof(*c));
 	const char *env_node = getenv("NODE_NAME");
 	struct rlimit rl;
 	bool uninstall;
 	int idx;
 
-	if (!c)
-		return 1;
 	c->o.bpffs = BPFCTL_DEFAULT_BPFFS;
 	c->o.buf_size = 256 * 1024;
 	c->o.trust_domain = "cluster.local";
 	c->o.cert_ttl = CERTSTORE_DEFAULT_TTL;
 	c->o.connect_timeout_ms = 10000;
+	c->o.pending_max = DAEMON_DEFAULT_PENDING_MAX;
+	c->o.pending_per_source = DAEMON_DEFAULT_PENDING_PER_SOURCE;
 	c->o.lb = (struct lb_opts){ .algo = LB_P2C,
 				    .outlier_failures = LB_DEFAULT_OUTLIER_FAILURES,
 				    .base_ejection_ms = LB_DEFAULT_BASE_EJECTION_MS,
@@ -1568,6 +1765,8 @@ int main(int argc, char **argv)
 	c->d.node = c->o.node;
 	c->d.relay_buf_size = c->o.buf_size;
 	c->d.connect_timeout_ms = c->o.connect_timeout_ms;
+	c->d.pending_max = c->o.pending_max;
+	c->d.pending_per_source = c->o.pending_per_source;
 	c->d.lb = c->o.lb;
 	for (size_t i = 0; i < c->o.n_svc_nets; i++)
 		c->d.svc_nets[i] = (struct ip_cidr){ c->o.svc_nets[i].addr,
@@ -1579,4 +1778,18 @@ int main(int argc, char **argv)
 			 "/var/lib/ambientd/%s", c->o.node);
 	pthread_mutex_init(&c->d.state_lock, NULL);
 	return run(c);
+}
+
+int main(int argc, char **argv)
+{
+	struct control *c = calloc(1, sizeof(*c));
+	int ret;
+
+	if (!c)
+		return 1;
+	ret = start(c, argc, argv);
+	/* Freed rather than left to exit(): the sanitizer build's leak check
+	 * then reports whatever run() failed to release. */
+	free(c);
+	return ret;
 }

@@ -29,6 +29,7 @@ struct hbone_stats {
 	atomic_uint_fast64_t inbound_connections; /* 15008 handshakes passed */
 	atomic_uint_fast64_t inbound_streams;  /* CONNECTs received */
 	atomic_uint_fast64_t handshake_failures;
+	atomic_uint_fast64_t handshake_timeouts; /* no TLS bytes in time */
 };
 
 /* Authorization outcomes that no single policy owns. */
@@ -42,15 +43,44 @@ struct authz_stats {
 
 #define DAEMON_MAX_SVC_NETS 64
 
+/*
+ * The node's own IPv4 addresses, kept by the control thread (at start and
+ * on every address change) for the capture listeners: a connection whose
+ * original destination is one of them was not captured by tc but dialed
+ * straight at a listener, and relaying it would dial ourselves again, and
+ * again, until the fds run out. A seqlock: the writer bumps seq to odd,
+ * rewrites, bumps to even; readers retry while it moves.
+ */
+#define DAEMON_MAX_LOCAL_ADDRS 64
+struct local_addrs {
+	atomic_uint seq;
+	atomic_uint n;
+	_Atomic uint32_t addr[DAEMON_MAX_LOCAL_ADDRS]; /* network order */
+};
+/* Control thread: replace the set. */
+void local_addrs_set(struct local_addrs *la, const uint32_t *addrs, size_t n);
+/* Any thread: is addr (network order) the node's own, or loopback? */
+bool local_addrs_has(struct local_addrs *la, uint32_t addr);
+
+/* Budgets of the capture listeners (per worker and listener): connections
+ * still connecting upstream (15001/15006) or in their TLS handshake
+ * (15008), in all and per source address. */
+#define DAEMON_DEFAULT_PENDING_MAX 8192
+#define DAEMON_DEFAULT_PENDING_PER_SOURCE 1024
+
 struct daemon {
 	const char *node;
 	size_t relay_buf_size;
 	unsigned connect_timeout_ms; /* TCP connects towards upstreams */
+	unsigned pending_max;	     /* DAEMON_DEFAULT_PENDING_MAX */
+	unsigned pending_per_source; /* DAEMON_DEFAULT_PENDING_PER_SOURCE */
+	struct local_addrs local;
 	struct lb_opts lb;
 	/* --service-cidr: VIP ranges; an unknown VIP in them is refused. */
 	struct ip_cidr svc_nets[DAEMON_MAX_SVC_NETS];
 	size_t n_svc_nets;
 	atomic_uint_fast64_t unknown_vip_refused;
+	atomic_uint_fast64_t config_rejected; /* reloads refused (old config kept) */
 	/* bpf_sk_assign accepts SO_REUSEPORT listeners only from Linux 6.5;
 	 * before that there is one listener per port (and one worker). */
 	bool reuseport;

@@ -72,7 +72,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
 {
 	struct timespec ts;
-	uint64_t now, last, held;
+	uint64_t now, start, held = 0;
 	char msg[1536];
 	va_list ap;
 
@@ -80,20 +80,23 @@ void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
-	last = atomic_load_explicit(&ll->last_ms, memory_order_relaxed);
-	/* One thread wins the interval; the others only count. */
-	if ((last && now - last < LOG_LIMIT_INTERVAL_MS) ||
-	    !atomic_compare_exchange_strong(&ll->last_ms, &last, now)) {
+	start = atomic_load_explicit(&ll->start_ms, memory_order_relaxed);
+	/* A new interval: one thread wins the reset, the others count in it. */
+	if ((!start || now - start >= LOG_LIMIT_INTERVAL_MS) &&
+	    atomic_compare_exchange_strong(&ll->start_ms, &start, now)) {
+		atomic_store(&ll->lines, 0);
+		held = atomic_exchange(&ll->held, 0);
+	}
+	if (atomic_fetch_add(&ll->lines, 1) >= LOG_LIMIT_BURST) {
 		atomic_fetch_add_explicit(&ll->held, 1, memory_order_relaxed);
 		return;
 	}
-	held = atomic_exchange(&ll->held, 0);
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (held)
-		log_msg(lvl, "%s (and %llu more like it since the last such line)",
-			msg, (unsigned long long)held);
+		log_msg(lvl, "%s (and %llu more like it held back)", msg,
+			(unsigned long long)held);
 	else
 		log_msg(lvl, "%s", msg);
 }

@@ -25,15 +25,18 @@ void log_libbpf_quiet(bool quiet);
 
 /*
  * Rate-limited lines, for every event a peer can trigger at will (accept
- * errors, refused connections, protocol violations): at most one line per
- * LOG_LIMIT_INTERVAL_MS per call site; the next line that gets through says
- * how many were held back ("... (and 41 more like it since the last
- * such line)"). Thread-safe.
+ * errors, refused connections, protocol violations): at most
+ * LOG_LIMIT_BURST lines per LOG_LIMIT_INTERVAL_MS per call site (the way
+ * the kernel's printk_ratelimit does it); the first line of the next
+ * interval says how many were held back ("... (and 41 more like it held
+ * back)"). Thread-safe.
  */
 #define LOG_LIMIT_INTERVAL_MS 5000
+#define LOG_LIMIT_BURST 10
 struct log_limit {
-	atomic_uint_fast64_t last_ms; /* CLOCK_MONOTONIC of the last line; 0: none */
-	atomic_uint_fast64_t held;    /* lines suppressed since */
+	atomic_uint_fast64_t start_ms; /* CLOCK_MONOTONIC start of the interval; 0: none */
+	atomic_uint_fast64_t lines;    /* lines in this interval */
+	atomic_uint_fast64_t held;     /* lines suppressed and not yet reported */
 };
 void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -119,6 +119,7 @@ static void abandon(struct svc_conn *sc, int err)
 {
 	struct conn *c = sc->c;
 
+	conn_settle(c);
 	conn_tel_fail(c, err == EACCES ? AMB_F_DENY : amb_flag_from_dial(err), err,
 		      err == EACCES ? "policy denied the service endpoint" : NULL);
 	conn_unpolice(c);
@@ -144,7 +145,7 @@ static void up_ready(struct svc_conn *sc, struct relay_end *up, int err)
 			char name[600];
 
 			svc_name(sc->svc, name, sizeof(name));
-			log_info("service %s: retry failed too: %s", name,
+			log_info_rl("service %s: retry failed too: %s", name,
 				 strerror(err));
 			lb_report(sc->svc, sc->pick.ep, false, &w->d->lb,
 				  loop_now_ms(w->loop));
@@ -169,6 +170,7 @@ static void up_ready(struct svc_conn *sc, struct relay_end *up, int err)
 	}
 	conn_tel_meters(sc->c, opts.meters);
 	atomic_fetch_add(&w->live, 1);
+	conn_settle(sc->c);
 	/* The out pointer is written before the relay can run: nothing of
 	 * sc may be touched after this call. */
 	err = relay_start(w->loop, down, up, true, &opts, &sc->c->relay);
@@ -265,7 +267,7 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 			 name, failed->workload_uid ? failed->workload_uid : "?",
 			 w->d->lb.outlier_failures);
 	if (!retryable(err) || sc->retried) {
-		log_info("service %s %s -> %s: %s", name, ip_str(&c->src, a),
+		log_info_rl("service %s %s -> %s: %s", name, ip_str(&c->src, a),
 			 ip_str(&c->dst, b), strerror(err));
 		return false;
 	}
@@ -273,7 +275,7 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 	rc = lb_pick(sc->svc, sc->svc_port, sc->src_wl, failed, &w->d->lb, now,
 		     worker_rand(w), &next);
 	if (rc) {
-		log_info("service %s %s -> %s: %s; no other endpoint to retry on",
+		log_info_rl("service %s %s -> %s: %s; no other endpoint to retry on",
 			 name, ip_str(&c->src, a), ip_str(&c->dst, b),
 			 strerror(err));
 		return false;
@@ -285,12 +287,12 @@ static bool svc_connect_failed(struct relay *r, int err, void *arg)
 	ep_hold(sc);
 	if (sc->lbs)
 		atomic_fetch_add(&sc->lbs->retries, 1);
-	log_info("service %s %s -> %s: %s; retrying on %s", name,
+	log_info_rl("service %s %s -> %s: %s; retrying on %s", name,
 		 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(err),
 		 next.ep->workload_uid ? next.ep->workload_uid : "?");
 	rc = attempt(sc);
 	if (rc) {
-		log_info("service %s: retry could not start: %s", name, strerror(-rc));
+		log_info_rl("service %s: retry could not start: %s", name, strerror(-rc));
 		return false;
 	}
 	return true;
@@ -305,8 +307,9 @@ static void refuse(struct worker *w, struct conn *c, int fd,
 	char name[600], a[32], b[32];
 
 	svc_name(svc, name, sizeof(name));
-	log_info("service %s %s -> %s: refused: %s", name, ip_str(&c->src, a),
-		 ip_str(&c->dst, b), why);
+	log_info_rl("service %s %s -> %s: refused: %s", name, ip_str(&c->src, a),
+		    ip_str(&c->dst, b), why);
+	conn_settle(c);
 	conn_tel_begin(c, &td);
 	conn_tel_fail(c, AMB_F_CONNECT, ECONNREFUSED, what);
 	reset_close(fd);
@@ -369,6 +372,7 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 	}
 	sc = calloc(1, sizeof(*sc));
 	if (!sc) {
+		conn_settle(c);
 		reset_close(fd);
 		free(c);
 		return;

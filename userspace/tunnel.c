@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/epoll.h>
 #include <openssl/bn.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -196,7 +197,7 @@ static void dial_fail(struct dial *d, int err, const char *what, const char *det
 {
 	char a[32];
 
-	log_info("hbone to %s as %s: %s%s%s", ip_str(&d->dst, a), d->src_id, what,
+	log_info_rl("hbone to %s as %s: %s%s%s", ip_str(&d->dst, a), d->src_id, what,
 		 detail ? ": " : "", detail ? detail : "");
 	pool_conn_failed(d->w->pool, &d->key, err);
 	dial_free(d);
@@ -422,8 +423,9 @@ static void outbound_fail(struct outbound *o, int err)
 {
 	char a[32], b[32];
 
-	log_info("hbone %s -> %s: %s", ip_str(&o->c->src, a), ip_str(&o->c->dst, b),
-		 strerror(err));
+	log_info_rl("hbone %s -> %s: %s", ip_str(&o->c->src, a),
+		    ip_str(&o->c->dst, b), strerror(err));
+	conn_settle(o->c);
 	conn_tel_fail(o->c, amb_flag_from_dial(err), err, NULL);
 	reset_close(o->fd);
 	free(o->c);
@@ -450,6 +452,7 @@ static void outbound_stream(void *arg, struct relay_end *up, int err)
 	}
 	atomic_fetch_add(&w->live, 1);
 	conn_tel_meters(o->c, opts.meters);
+	conn_settle(o->c);
 	/* The stream end reports "connected" on 200 and the mapped error
 	 * otherwise; the relay resets the client then. */
 	err = relay_start(w->loop, down, up, true, &opts, &o->c->relay);
@@ -467,6 +470,7 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 	int err;
 
 	if (!o) {
+		conn_settle(c);
 		conn_tel_fail(c, AMB_F_INTERNAL, ENOMEM, NULL);
 		reset_close(fd);
 		free(c);
@@ -492,6 +496,9 @@ void tunnel_outbound(struct worker *w, struct conn *c, int fd,
 
 /* ---- inbound: 15008 ----------------------------------------------------- */
 
+/* A client that connected must start TLS within this long. */
+#define HBONE_FIRST_BYTE_MS 5000
+
 /* One accepted HBONE connection, from handshake to its end. */
 struct inbound {
 	struct worker *w;
@@ -503,7 +510,28 @@ struct inbound {
 	unsigned pending;
 	bool closed;
 	struct inbound *prev, *next; /* on w->inbounds while hc is live */
+	/* Until its handshake ended the connection holds a pending slot of
+	 * the 15008 listener (listener_admit). */
+	struct listener *ls;
 };
+
+/* An accepted 15008 connection that has not sent a byte yet: only this
+ * and the socket exist, no TLS state (a client that connects and waits
+ * costs almost nothing until its deadline). */
+struct inbound_wait {
+	struct inbound *in;
+	struct loop_io io;
+	struct loop_timer deadline;
+};
+
+/* The handshake ended (either way): give the pending slot back. */
+static void inbound_settle(struct inbound *in)
+{
+	if (!in->ls)
+		return;
+	listener_done(in->ls, &in->src);
+	in->ls = NULL;
+}
 
 static void inbound_link(struct inbound *in)
 {
@@ -574,10 +602,15 @@ static void inbound_log(struct inbound *in, const struct sockaddr_in *target,
 {
 	char a[32], b[32];
 
-	log_msg(status == 200 ? LOG_DEBUG : LOG_INFO,
-		"hbone inbound %s identity %s -> %s: %d%s%s", ip_str(&in->src, a),
-		in->peer_id, target ? ip_str(target, b) : "?", status,
-		why ? " " : "", why ? why : "");
+	/* Refusals are a peer's to cause at will: bounded. */
+	if (status == 200)
+		log_debug("hbone inbound %s identity %s -> %s: 200", ip_str(&in->src, a),
+			  in->peer_id, target ? ip_str(target, b) : "?");
+	else
+		log_info_rl("hbone inbound %s identity %s -> %s: %d%s%s",
+			    ip_str(&in->src, a), in->peer_id,
+			    target ? ip_str(target, b) : "?", status,
+			    why ? " " : "", why ? why : "");
 }
 
 static void pending_connected(int fd, int err, void *arg)
@@ -730,9 +763,10 @@ static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, voi
 	struct hb_transport *t;
 	char a[32];
 
+	inbound_settle(in);
 	if (!ok) {
 		atomic_fetch_add(&in->w->d->hbone.handshake_failures, 1);
-		log_info("hbone inbound %s: TLS handshake refused: %s",
+		log_info_rl("hbone inbound %s: TLS handshake refused: %s",
 			 ip_str(&in->src, a), err ? err : "?");
 		tls_conn_close(tc);
 		free(in);
@@ -763,37 +797,95 @@ static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, voi
 	inbound_link(in);
 }
 
-void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
-		    const struct sockaddr_in *dst)
+static void wait_end(struct inbound_wait *wt)
+{
+	struct loop *l = wt->in->w->loop;
+
+	loop_io_stop(l, &wt->io);
+	loop_timer_disarm(l, &wt->deadline);
+	loop_defer_free(l, wt, free);
+}
+
+/* Nothing arrived in time: the client never started TLS. */
+static void wait_timeout(struct loop *l, struct loop_timer *t)
+{
+	struct inbound_wait *wt = t->arg;
+	struct inbound *in = wt->in;
+	int fd = wt->io.fd;
+	char a[32];
+
+	atomic_fetch_add(&in->w->d->hbone.handshake_failures, 1);
+	atomic_fetch_add(&in->w->d->hbone.handshake_timeouts, 1);
+	log_info_rl("hbone inbound %s: no TLS bytes in %d ms; reset",
+		    ip_str(&in->src, a), HBONE_FIRST_BYTE_MS);
+	wait_end(wt);
+	inbound_settle(in);
+	reset_close(fd);
+	free(in);
+}
+
+/* The first bytes are there: now the TLS state is worth building. */
+static void wait_readable(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	static const struct tls_conn_cbs cbs = { .on_handshake = inbound_handshake };
-	char id[SPIFFE_ID_MAX], a[32], b[32];
+	struct inbound_wait *wt = io->arg;
+	struct inbound *in = wt->in;
+	struct worker *w = in->w;
 	const struct workload *wl;
-	struct inbound *in;
+	char id[SPIFFE_ID_MAX];
 	struct tls_conn *tc;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx = NULL;
+	int fd = io->fd;
 
-	/* We answer as the pod the client dialed, with its certificate. */
+	wait_end(wt);
+	/* We answer as the pod the client dialed, with its certificate (the
+	 * current one: it may have rotated while we waited). */
+	wl = state_workload_by_ip(w->state, in->dst.sin_addr.s_addr);
+	if (wl && !workload_identity(wl, id, sizeof(id)))
+		ctx = worker_ctx(w, id, true);
+	if (!ctx || tls_conn_new(w->loop, fd, ctx, true, &cbs, in, &tc)) {
+		inbound_settle(in);
+		reset_close(fd);
+		free(in);
+	}
+}
+
+void tunnel_inbound(struct worker *w, struct listener *ls, int fd,
+		    const struct sockaddr_in *src, const struct sockaddr_in *dst)
+{
+	const struct workload *wl;
+	struct inbound_wait *wt;
+	struct inbound *in;
+
 	wl = state_workload_by_ip(w->state, dst->sin_addr.s_addr);
-	if (!wl || workload_identity(wl, id, sizeof(id))) {
-		log_info("hbone inbound %s -> %s: not a workload of this node; reset",
-			 ip_str(src, a), ip_str(dst, b));
+	if (!wl || !wl->node || strcmp(wl->node, w->d->node) != 0) {
+		listener_done(ls, src);
+		listener_refuse(ls, LREF_NOT_WORKLOAD, src, dst);
 		reset_close(fd);
 		return;
 	}
-	ctx = worker_ctx(w, id, true);
 	in = calloc(1, sizeof(*in));
-	if (!ctx || !in) {
+	wt = in ? calloc(1, sizeof(*wt)) : NULL;
+	if (!wt) {
 		free(in);
+		listener_done(ls, src);
 		reset_close(fd);
 		return;
 	}
 	in->w = w;
 	in->src = *src;
 	in->dst = *dst;
-	if (tls_conn_new(w->loop, fd, ctx, true, &cbs, in, &tc)) {
-		free(in);
+	in->ls = ls;
+	wt->in = in;
+	loop_io_init(&wt->io, fd, wait_readable, wt);
+	loop_timer_init(&wt->deadline, wait_timeout, wt);
+	loop_timer_arm(w->loop, &wt->deadline, HBONE_FIRST_BYTE_MS);
+	if (loop_io_update(w->loop, &wt->io, EPOLLIN)) {
+		loop_timer_disarm(w->loop, &wt->deadline);
+		free(wt);
+		inbound_settle(in);
 		reset_close(fd);
+		free(in);
 	}
 }
 

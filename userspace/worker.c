@@ -44,6 +44,92 @@ static const struct {
 	[LISTEN_HBONE] = { AMB_PORT_HBONE, "hbone" },
 };
 
+const char *listener_name(enum listener_kind k)
+{
+	return k < LISTEN_KINDS ? listener_info[k].name : "?";
+}
+
+const char *listen_refusal_name(enum listen_refusal r)
+{
+	static const char *const names[LREF_MAX] = {
+		[LREF_SELF_DIAL] = "self_dial",
+		[LREF_PENDING_LIMIT] = "pending_limit",
+		[LREF_SOURCE_LIMIT] = "source_limit",
+		[LREF_NOT_WORKLOAD] = "not_a_workload",
+	};
+
+	return r < LREF_MAX ? names[r] : "?";
+}
+
+void listener_refuse(struct listener *ls, enum listen_refusal why,
+		     const struct sockaddr_in *src, const struct sockaddr_in *dst)
+{
+	char a[32], b[32];
+
+	atomic_fetch_add_explicit(&ls->refused[why], 1, memory_order_relaxed);
+	log_info_rl("%s %s -> %s: refused: %s", listener_info[ls->kind].name,
+		    ip_str(src, a), dst ? ip_str(dst, b) : "?",
+		    listen_refusal_name(why));
+}
+
+int listener_admit(struct listener *ls, const struct sockaddr_in *src)
+{
+	const struct daemon *d = ls->w->d;
+	int err;
+
+	if (ls->pending >= d->pending_max)
+		return LREF_PENDING_LIMIT;
+	err = srctrack_take(&ls->by_source, src->sin_addr.s_addr,
+			    d->pending_per_source);
+	if (err)
+		return LREF_SOURCE_LIMIT;
+	ls->pending++;
+	return 0;
+}
+
+void listener_done(struct listener *ls, const struct sockaddr_in *src)
+{
+	ls->pending--;
+	srctrack_put(&ls->by_source, src->sin_addr.s_addr);
+}
+
+void conn_settle(struct conn *c)
+{
+	if (!c->admitted)
+		return;
+	c->admitted = false;
+	listener_done(&c->w->lst[c->kind], &c->src);
+}
+
+void local_addrs_set(struct local_addrs *la, const uint32_t *addrs, size_t n)
+{
+	if (n > DAEMON_MAX_LOCAL_ADDRS)
+		n = DAEMON_MAX_LOCAL_ADDRS;
+	atomic_fetch_add(&la->seq, 1); /* odd: being rewritten */
+	for (size_t i = 0; i < n; i++)
+		atomic_store_explicit(&la->addr[i], addrs[i], memory_order_relaxed);
+	atomic_store_explicit(&la->n, (unsigned)n, memory_order_relaxed);
+	atomic_fetch_add(&la->seq, 1);
+}
+
+bool local_addrs_has(struct local_addrs *la, uint32_t addr)
+{
+	unsigned seq, n;
+	bool found;
+
+	if ((ntohl(addr) >> 24) == 127 || !addr)
+		return true;
+	do {
+		seq = atomic_load(&la->seq);
+		n = atomic_load_explicit(&la->n, memory_order_relaxed);
+		found = false;
+		for (unsigned i = 0; i < n && i < DAEMON_MAX_LOCAL_ADDRS; i++)
+			if (atomic_load_explicit(&la->addr[i], memory_order_relaxed) == addr)
+				found = true;
+	} while ((seq & 1) || atomic_load(&la->seq) != seq);
+	return found;
+}
+
 const char *route_name(enum route_kind r)
 {
 	return r == ROUTE_LOCAL ? "local" : r == ROUTE_HBONE ? "hbone" : "passthrough";
@@ -318,13 +404,16 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 	char a[32], b[32];
 	enum log_level lvl = s->result == RELAY_OK ? LOG_DEBUG : LOG_INFO;
 
+	conn_settle(c);
 	conn_tel_end(c, s);
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
 	if (c->svc)
 		service_conn_done(c, s->result == RELAY_CONNECT_FAILED);
+	/* Failures are a peer's to cause at will: bounded (the access log
+	 * has every connection). */
 	if (lvl <= log_threshold)
-		log_msg(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
+		log_rl(lvl, "%s %s -> %s %s: %s%s%s up=%llu down=%llu ms=%llu",
 			listener_info[c->kind].name, ip_str(&c->src, a),
 			ip_str(&c->dst, b),
 			route_name(c->route), relay_result_name(s->result), s->error ? ": " : "",
@@ -338,6 +427,7 @@ void conn_done(struct relay *r, const struct relay_summary *s, void *arg)
 void conn_start_failed(struct conn *c, int err)
 {
 	log_warn("relay start failed: %s", strerror(-err));
+	conn_settle(c);
 	conn_tel_fail(c, AMB_F_INTERNAL, -err, "relay start failed");
 	atomic_fetch_sub(&c->w->live, 1);
 	conn_unpolice(c);
@@ -354,11 +444,40 @@ static bool in_service_range(const struct daemon *d, uint32_t addr)
 	return false;
 }
 
+/* The upstream of a local, passthrough or 15006 connection answered. */
+static void plain_connected(int up, int err, void *arg)
+{
+	struct conn *c = arg;
+	struct worker *w = c->w;
+	struct relay_opts opts = { .buf_size = w->d->relay_buf_size,
+				   .done = conn_done, .arg = c };
+	char a[32], b[32];
+
+	conn_settle(c);
+	if (up < 0) {
+		log_info_rl("%s %s -> %s: connect failed: %s",
+			    listener_info[c->kind].name, ip_str(&c->src, a),
+			    ip_str(&c->dst, b), strerror(err));
+		conn_tel_fail(c, amb_flag_from_dial(err), err, NULL);
+		conn_unpolice(c);
+		reset_close(c->down_fd);
+		free(c);
+		return;
+	}
+	conn_tel_meters(c, opts.meters);
+	atomic_fetch_add(&w->live, 1);
+	/* c->relay is set before anything can finish the relay (and free c). */
+	err = relay_start_tcp(w->loop, c->down_fd, up, false, &opts, &c->relay);
+	if (err)
+		conn_start_failed(c, err); /* the relay reset both fds */
+}
+
 /* src: the peer address accept4() returned. */
-static void handle_accepted(struct worker *w, enum listener_kind kind, int fd,
+static void handle_accepted(struct listener *ls, int fd,
 			    const struct sockaddr_in *src)
 {
-	struct relay_opts opts = { .buf_size = w->d->relay_buf_size, .done = conn_done };
+	struct worker *w = ls->w;
+	enum listener_kind kind = ls->kind;
 	socklen_t len = sizeof(struct sockaddr_in);
 	char a[32], b[32], wa[128], wb[128], id[SPIFFE_ID_MAX], why[600];
 	const struct workload *swl, *dwl;
@@ -368,30 +487,48 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd,
 	struct authz_result res;
 	enum amb_flag flag = AMB_F_INTERNAL;
 	const char *detail = NULL;
+	struct sockaddr_in dst;
 	struct conn *c;
-	int up, err = 0;
+	int err = 0, refused;
 
+	/* The original destination is our local address: the tc program
+	 * assigned the SYN to us without rewriting it. */
+	if (getsockname(fd, (struct sockaddr *)&dst, &len) < 0 ||
+	    src->sin_family != AF_INET || dst.sin_family != AF_INET) {
+		log_warn_rl("%s: accepted socket without addresses: %s",
+			    listener_info[kind].name, strerror(errno));
+		reset_close(fd);
+		return;
+	}
+	/* tc never captures towards the node's own addresses: this was dialed
+	 * straight at the listener, and relaying it would dial it again. */
+	if (kind != LISTEN_HBONE && local_addrs_has(&w->d->local, dst.sin_addr.s_addr)) {
+		listener_refuse(ls, LREF_SELF_DIAL, src, &dst);
+		reset_close(fd);
+		return;
+	}
+	refused = listener_admit(ls, src);
+	if (refused) {
+		listener_refuse(ls, refused, src, &dst);
+		reset_close(fd);
+		return;
+	}
+	if (kind == LISTEN_HBONE) {
+		tunnel_inbound(w, ls, fd, src, &dst);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
+		listener_done(ls, src);
 		reset_close(fd);
 		return;
 	}
 	c->w = w;
 	c->kind = kind;
 	c->src = *src;
-	/* The original destination is our local address: the tc program
-	 * assigned the SYN to us without rewriting it. */
-	if (getsockname(fd, (struct sockaddr *)&c->dst, &len) < 0 ||
-	    c->src.sin_family != AF_INET || c->dst.sin_family != AF_INET) {
-		log_warn("%s: accepted socket without addresses: %s",
-			 listener_info[kind].name, strerror(errno));
-		goto fail;
-	}
-	if (kind == LISTEN_HBONE) {
-		tunnel_inbound(w, fd, &c->src, &c->dst);
-		free(c);
-		return;
-	}
+	c->dst = dst;
+	c->admitted = true;
+	c->down_fd = fd;
 	swl = state_workload_by_ip(w->state, c->src.sin_addr.s_addr);
 	dwl = state_workload_by_ip(w->state, c->dst.sin_addr.s_addr);
 	if (kind == LISTEN_OUTBOUND && !dwl) {
@@ -407,8 +544,8 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd,
 		 * refuse now instead of letting the client hang. */
 		if (in_service_range(w->d, c->dst.sin_addr.s_addr)) {
 			atomic_fetch_add(&w->d->unknown_vip_refused, 1);
-			log_info("outbound %s -> %s: refused: unknown service VIP",
-				 ip_str(&c->src, a), ip_str(&c->dst, b));
+			log_info_rl("outbound %s -> %s: refused: unknown service VIP",
+				    ip_str(&c->src, a), ip_str(&c->dst, b));
 			goto fail;
 		}
 	}
@@ -463,28 +600,22 @@ static void handle_accepted(struct worker *w, enum listener_kind kind, int fd,
 		}
 		police = true;
 	}
-	up = sock_connect_as(&c->src, &c->dst);
-	if (up < 0) {
-		log_info("%s %s -> %s: connect failed: %s", listener_info[kind].name,
-			 ip_str(&c->src, a), ip_str(&c->dst, b), strerror(-up));
-		flag = amb_flag_from_dial(-up);
-		err = -up;
-		goto fail;
-	}
 	if (police && conn_police(c, caller)) {
-		close(up);
 		err = ENOMEM;
 		goto fail;
 	}
-	opts.arg = c;
-	conn_tel_meters(c, opts.meters);
-	atomic_fetch_add(&w->live, 1);
-	/* c->relay is set before anything can finish the relay (and free c). */
-	err = relay_start_tcp(w->loop, fd, up, true, &opts, &c->relay);
-	if (err)
-		conn_start_failed(c, err); /* the relay reset both fds */
-	return;
+	/* Every upstream connect has a deadline: a destination that never
+	 * answers must not hold the client (and two fds) forever. */
+	err = -connector_start(w->loop, &c->src, &c->dst, w->d->connect_timeout_ms,
+			       plain_connected, c, NULL);
+	if (!err)
+		return;
+	log_info_rl("%s %s -> %s: connect failed: %s", listener_info[kind].name,
+		    ip_str(&c->src, a), ip_str(&c->dst, b), strerror(err));
+	flag = amb_flag_from_dial(err);
+	conn_unpolice(c);
 fail:
+	conn_settle(c);
 	conn_tel_fail(c, flag, err, detail);
 	free(c);
 	reset_close(fd);
@@ -496,29 +627,22 @@ static void on_listener(struct loop *l, struct loop_io *io, uint32_t events)
 
 	worker_refresh_state(l, ls->w);
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		struct sockaddr_in src = { 0 };
-		socklen_t sl = sizeof(src);
-		int fd = accept4(io->fd, (struct sockaddr *)&src, &sl,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_in src;
+		int fd = acceptor_accept(l, &ls->acc, &src);
 
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("%s: accept: %s",
-					 listener_info[ls->kind].name,
-					 strerror(errno));
-			if (errno == EINVAL) {
-				/* Not listening anymore (destroyed from outside,
-				 * e.g. `ss -K`): stop watching it, or its HUP
-				 * would spin the loop. Readiness reports it. */
-				log_error("%s listener on %u is not listening "
-					  "anymore; restart ambientd to recover",
-					  listener_info[ls->kind].name,
-					  listener_info[ls->kind].port);
-				loop_io_update(l, io, 0);
-			}
-			return;
+		if (fd == -EINVAL) {
+			/* Not listening anymore (destroyed from outside, e.g.
+			 * `ss -K`): stop watching it, or its HUP would spin
+			 * the loop. Readiness reports it. */
+			log_error("%s listener on %u is not listening anymore; "
+				  "restart ambientd to recover",
+				  listener_info[ls->kind].name,
+				  listener_info[ls->kind].port);
+			loop_io_update(l, io, 0);
 		}
-		handle_accepted(ls->w, ls->kind, fd, &src);
+		if (fd < 0)
+			return;
+		handle_accepted(ls, fd, &src);
 	}
 }
 
@@ -563,10 +687,8 @@ static void *worker_main(void *arg)
 static void worker_free(struct worker *w)
 {
 	for (int k = 0; k < LISTEN_KINDS; k++) {
-		if (w->lst[k].io.fd >= 0) {
-			loop_io_stop(w->loop, &w->lst[k].io);
-			close(w->lst[k].io.fd);
-		}
+		acceptor_close(w->loop, &w->lst[k].acc);
+		srctrack_free(&w->lst[k].by_source);
 	}
 	tunnel_worker_fini(w);
 	loop_free(w->loop);
@@ -588,7 +710,7 @@ static struct worker *worker_new(struct daemon *d, int id)
 	if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || !w->rng)
 		w->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)w;
 	for (int k = 0; k < LISTEN_KINDS; k++)
-		w->lst[k].io.fd = -1;
+		w->lst[k].acc.io.fd = -1;
 	w->loop = loop_new();
 	if (!w->loop)
 		goto fail;
@@ -607,13 +729,11 @@ static struct worker *worker_new(struct daemon *d, int id)
 		}
 		w->lst[k].w = w;
 		w->lst[k].kind = k;
-		loop_io_init(&w->lst[k].io, fd, on_listener, &w->lst[k]);
-		err = loop_io_update(w->loop, &w->lst[k].io, EPOLLIN);
-		if (err) {
-			close(fd);
-			w->lst[k].io.fd = -1;
+		acceptor_init(&w->lst[k].acc, fd, on_listener, &w->lst[k],
+			      listener_info[k].name);
+		err = acceptor_start(w->loop, &w->lst[k].acc);
+		if (err)
 			goto fail;
-		}
 	}
 	atomic_store(&w->listening, true);
 	return w;
@@ -626,13 +746,8 @@ void worker_stop_listening(struct worker *w)
 {
 	/* First: the control thread stops looking at the fds. */
 	atomic_store(&w->listening, false);
-	for (int k = 0; k < LISTEN_KINDS; k++) {
-		if (w->lst[k].io.fd < 0)
-			continue;
-		loop_io_stop(w->loop, &w->lst[k].io);
-		close(w->lst[k].io.fd);
-		w->lst[k].io.fd = -1;
-	}
+	for (int k = 0; k < LISTEN_KINDS; k++)
+		acceptor_close(w->loop, &w->lst[k].acc);
 }
 
 int workers_check_listeners(struct daemon *d, char *why, size_t len)
@@ -650,7 +765,7 @@ int workers_check_listeners(struct daemon *d, char *why, size_t len)
 
 			/* The fds stay open while the worker runs; only the
 			 * drain closes them, after clearing `listening`. */
-			if (getsockopt(w->lst[k].io.fd, SOL_SOCKET, SO_ACCEPTCONN,
+			if (getsockopt(w->lst[k].acc.io.fd, SOL_SOCKET, SO_ACCEPTCONN,
 				       &on, &sl) < 0 || !on) {
 				snprintf(why, len, "listener %u (%s) of worker %d is "
 					 "not listening", listener_info[k].port,

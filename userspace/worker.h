@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "accept.h"
+#include "srctrack.h"
 #include "loop.h"
 #include "telemetry.h"
 
@@ -42,11 +43,38 @@ enum route_kind {
 
 struct worker;
 
+/* Why a capture listener turned a connection away
+ * (ambientd_listener_refused_total{listener, reason}). */
+enum listen_refusal {
+	LREF_SELF_DIAL,	     /* destination is the node itself (not captured) */
+	LREF_PENDING_LIMIT,  /* pending_max connections still pending */
+	LREF_SOURCE_LIMIT,   /* pending_per_source from this address */
+	LREF_NOT_WORKLOAD,   /* 15008: destination is no workload of this node */
+	LREF_MAX,
+};
+const char *listen_refusal_name(enum listen_refusal r);
+const char *listener_name(enum listener_kind k);
+
 struct listener {
-	struct loop_io io;
+	struct acceptor acc;
 	struct worker *w;
 	enum listener_kind kind;
+	/* Pending: 15001/15006 connecting upstream, 15008 handshaking. */
+	uint32_t pending;
+	struct srctrack by_source;
+	atomic_uint_fast64_t refused[LREF_MAX];
 };
+
+/*
+ * Admission of a pending connection from src on listener ls: 0, or the
+ * refusal (counted, logged at a bounded rate) after which the caller resets
+ * the connection. Every 0 is matched by one listener_done().
+ */
+int listener_admit(struct listener *ls, const struct sockaddr_in *src);
+void listener_done(struct listener *ls, const struct sockaddr_in *src);
+/* Count and log a refusal. */
+void listener_refuse(struct listener *ls, enum listen_refusal why,
+		     const struct sockaddr_in *src, const struct sockaddr_in *dst);
 
 struct worker {
 	int id;
@@ -90,6 +118,10 @@ struct conn {
 	struct worker *w;
 	enum listener_kind kind;
 	enum route_kind route;
+	/* Holds one of its listener's pending slots (listener_admit) until
+	 * the upstream is there or the connection failed: conn_settle(). */
+	bool admitted;
+	int down_fd; /* the client's socket while the upstream connects */
 	struct sockaddr_in src, dst;
 	/* Policy: set for connections delivered to a local mesh pod. */
 	bool policed;
@@ -122,6 +154,10 @@ bool worker_authorize(struct worker *w, const struct workload *dst,
 int conn_police(struct conn *c, const char *identity);
 /* Off the policed list again (e.g. a service retry goes elsewhere). */
 void conn_unpolice(struct conn *c);
+
+/* The connection stopped being pending (relaying, or failed): give its
+ * listener's pending slot back. Idempotent. */
+void conn_settle(struct conn *c);
 
 /* relay_start() failed (it reset both ends; no done callback comes): undo
  * the live count and the policed entry, free c. */
@@ -168,8 +204,9 @@ void service_outbound(struct worker *w, struct conn *c, int fd,
 /* Release c->svc (active counts, references); from conn_done. */
 void service_conn_done(struct conn *c, bool connect_failed);
 
-/* A connection accepted on 15008; takes fd. */
-void tunnel_inbound(struct worker *w, int fd, const struct sockaddr_in *src,
-		    const struct sockaddr_in *dst);
+/* A connection accepted on 15008 and admitted on ls (listener_admit);
+ * takes fd and calls listener_done() when the handshake ended. */
+void tunnel_inbound(struct worker *w, struct listener *ls, int fd,
+		    const struct sockaddr_in *src, const struct sockaddr_in *dst);
 
 #endif
