@@ -75,6 +75,26 @@
 #define HB_DEF_SEND_BUF	       (256 * KiB)
 #define HB_DEF_PING_MS	       10000
 #define HB_DEF_PING_TIMEOUT_MS 20000
+#define HB_DEF_SETTINGS_MS     5000
+#define HB_DEF_HEADER_MS       10000
+#define HB_DEF_IDLE_MS	       (10 * 60 * 1000)
+#define HB_DEF_MAX_PENDING     100
+#define HB_DEF_MAX_HDR_LIST    (16 * KiB)
+#define HB_DEF_CTRL_BURST      1000
+#define HB_DEF_CTRL_RATE       100
+/*
+ * nghttp2's own limits, set explicitly so a library update cannot move
+ * them. Outbound ACKs: SETTINGS/PING ACKs queued because the peer does not
+ * read (NGHTTP2_ERR_FLOODED beyond). SETTINGS entries per frame (7 are
+ * defined). Incoming RST_STREAM token bucket (CVE-2023-44487, rapid reset;
+ * Debian's 1.52.0-1+deb12u1 carries it): a GOAWAY beyond. CONTINUATION
+ * frames per header block (CVE-2024-28182; deb12u2).
+ */
+#define HB_NG_MAX_OUTBOUND_ACK 1000
+#define HB_NG_MAX_SETTINGS     16
+#define HB_NG_RST_BURST	       1000
+#define HB_NG_RST_RATE	       33
+#define HB_NG_MAX_CONTINUATION 8
 /* Control frames buffered before on_send() says WOULDBLOCK. */
 #define HB_OBUF_MAX (64 * KiB)
 /* Receive-queue chunk size (a bigger piece of payload gets its own chunk). */
@@ -86,9 +106,8 @@
 #define HB_RUN_PASSES 4
 /* How long CLOSING may take to flush its last frames. */
 #define HB_CLOSE_LINGER_MS 5000
-/* Request header bytes (names + values) and fields a server accepts. */
-#define HB_MAX_REQ_HEADER_BYTES (16 * KiB)
-#define HB_MAX_REQ_HEADERS	64
+/* Regular request header fields a server keeps (more: 431). */
+#define HB_MAX_REQ_HEADERS 64
 
 /* ---- per-thread counters ---- */
 
@@ -124,6 +143,7 @@ struct tcp_transport {
 	struct hb_transport base;
 	struct loop *loop;
 	struct loop_io io;
+	struct loop_timer linger; /* graceful close: waiting for the FIN */
 };
 
 static struct tcp_transport *tcp_of(struct hb_transport *t)
@@ -182,15 +202,57 @@ static void tcp_t_release(struct tcp_transport *tt, bool reset)
 		setsockopt(tt->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
 	loop_io_stop(tt->loop, &tt->io);
+	loop_timer_disarm(tt->loop, &tt->linger);
 	close(tt->io.fd);
 	tt->io.fd = -1;
 	tt->base.cb = NULL;
 	loop_defer_free(tt->loop, tt, free);
 }
 
+/* Lingering: throw away what the peer still sends, until its FIN. */
+static void tcp_t_linger_io(struct loop *l, struct loop_io *io, uint32_t ev)
+{
+	struct tcp_transport *tt = io->arg;
+	static __thread uint8_t junk[16 * KiB];
+
+	for (int i = 0; i < HB_READ_ROUNDS; i++) {
+		ssize_t n = recv(io->fd, junk, sizeof(junk), 0);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		tcp_t_release(tt, false); /* EOF or error */
+		return;
+	}
+}
+
+static void tcp_t_linger_cb(struct loop *l, struct loop_timer *t)
+{
+	tcp_t_release(t->arg, false);
+}
+
+/*
+ * Like tls.c's TLS_LINGER: FIN after the bytes accepted so far, then read
+ * and discard until the peer's FIN (bounded in time). close() with unread
+ * input would answer with a RST, and a RST can destroy our last frames
+ * (a GOAWAY saying why) before the peer read them.
+ */
 static void tcp_t_close(struct hb_transport *t)
 {
-	tcp_t_release(tcp_of(t), false);
+	struct tcp_transport *tt = tcp_of(t);
+
+	tt->base.cb = NULL;
+	if (shutdown(tt->io.fd, SHUT_WR) < 0) {
+		tcp_t_release(tt, false);
+		return;
+	}
+	tt->io.cb = tcp_t_linger_io;
+	if (loop_io_update(tt->loop, &tt->io, EPOLLIN) < 0) {
+		tcp_t_release(tt, false);
+		return;
+	}
+	loop_timer_arm(tt->loop, &tt->linger, HB_CLOSE_LINGER_MS);
 }
 
 static void tcp_t_abort(struct hb_transport *t)
@@ -237,6 +299,7 @@ int hb_transport_tcp_new(struct loop *l, int fd, struct hb_transport **out)
 	tt->base.ops = &tcp_transport_ops;
 	tt->loop = l;
 	loop_io_init(&tt->io, fd, tcp_t_io_cb, tt);
+	loop_timer_init(&tt->linger, tcp_t_linger_cb, tt);
 	*out = &tt->base;
 	return 0;
 }
@@ -314,7 +377,9 @@ struct hb_stream {
 	size_t nh;
 	char method[16];
 	int32_t auth_off; /* -1 none */
+	uint32_t hsize;	  /* header list size, RFC 9113 accounting */
 	bool has_path, has_scheme, has_other_pseudo, regular_seen;
+	bool too_big; /* server: request over max_header_list (431) */
 };
 
 /* Conn state; conn_set_state() is the only place it changes. */
@@ -359,6 +424,16 @@ struct hb_conn {
 	struct loop_timer kick, ping, linger;
 	uint64_t last_rx_ms, ping_sent_ms;
 	bool ping_out;
+
+	/* Deadlines (one timer, armed for the earliest; see hbone.h). Times
+	 * are loop_now_ms() values; 0 means "not running". */
+	struct loop_timer dl;
+	uint64_t start_ms;	/* settings deadline, while HANDSHAKING */
+	uint64_t hdr_since_ms;	/* a header block began and has not ended */
+	uint64_t idle_since_ms; /* server: no stream open since then */
+	/* Control-frame budget in 1/1000 frames, refilled up to ctrl_burst. */
+	uint64_t ctrl_tokens, ctrl_ms;
+	size_t pending; /* server: requests the app holds unanswered */
 
 	struct hb_stream *streams;
 	struct hb_stream *ready_head, *ready_tail;
@@ -437,11 +512,90 @@ static void buffered_add(struct hb_conn *c, ssize_t delta)
 	t_buffered += delta;
 }
 
+/* ---- abuse counters ---- */
+
+static const char *const h2_error_names[HB_H2_ERROR_CODES] = {
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "SETTINGS_TIMEOUT",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "CONNECT_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "INADEQUATE_SECURITY",
+    "HTTP_1_1_REQUIRED",
+};
+
+static const char *const deadline_names[HB_DL__COUNT] = {
+    [HB_DL_SETTINGS] = "settings", [HB_DL_HEADERS] = "header_block",
+    [HB_DL_IDLE] = "idle",	   [HB_DL_PING] = "ping",
+    [HB_DL_FLUSH] = "flush",
+};
+
+static const char *const limit_names[HB_LIM__COUNT] = {
+    [HB_LIM_PENDING] = "pending_connects",
+    [HB_LIM_CONTROL] = "control_frames",
+    [HB_LIM_OUTBOUND] = "outbound_queue",
+    [HB_LIM_CONTINUATIONS] = "continuations",
+    [HB_LIM_HEADER_LIST] = "header_list",
+};
+
+const char *hb_h2_error_name(uint32_t code)
+{
+	return code < HB_H2_ERROR_CODES ? h2_error_names[code] : "UNKNOWN";
+}
+
+const char *hb_deadline_name(enum hb_deadline d)
+{
+	return (unsigned int)d < HB_DL__COUNT ? deadline_names[d] : "unknown";
+}
+
+const char *hb_limit_name(enum hb_limit l)
+{
+	return (unsigned int)l < HB_LIM__COUNT ? limit_names[l] : "unknown";
+}
+
+static const char *side_name(const struct hb_conn *c)
+{
+	return c->server ? "server" : "client";
+}
+
+/* A GOAWAY/RST_STREAM we sent (see struct hb_stats for what counts). */
+static void count_error_sent(struct hb_conn *c, uint32_t code)
+{
+	if (!c->o.stats || code >= HB_H2_ERROR_CODES ||
+	    code == NGHTTP2_NO_ERROR || code == NGHTTP2_CANCEL ||
+	    code == NGHTTP2_CONNECT_ERROR)
+		return;
+	atomic_fetch_add_explicit(&c->o.stats->errors[c->server][code], 1,
+				  memory_order_relaxed);
+}
+
+static void count_deadline(struct hb_conn *c, enum hb_deadline d)
+{
+	if (c->o.stats)
+		atomic_fetch_add_explicit(&c->o.stats->deadlines[c->server][d],
+					  1, memory_order_relaxed);
+}
+
+static void count_limit(struct hb_conn *c, enum hb_limit l)
+{
+	if (c->o.stats)
+		atomic_fetch_add_explicit(&c->o.stats->limits[c->server][l], 1,
+					  memory_order_relaxed);
+}
+
 /* ---- conn plumbing declarations ---- */
 
 static void conn_run(struct hb_conn *c, unsigned int what);
 static void conn_kick(struct hb_conn *c);
 static void conn_maybe_free(struct hb_conn *c);
+static void conn_deadline_update(struct hb_conn *c);
 static void stream_maybe_free(struct hb_stream *s);
 
 static bool conn_alive(const struct hb_conn *c)
@@ -695,6 +849,14 @@ static void stream_reset(struct hb_stream *s, int err)
 	ready_add(s);
 }
 
+/* A stream nghttp2 knows was opened (either side). */
+static void conn_stream_opened(struct hb_conn *c)
+{
+	c->live++;
+	c->total++;
+	c->idle_since_ms = 0;
+}
+
 /* nghttp2 is done with s (closed, or the whole session is going away). */
 static void stream_ng_closed(struct hb_stream *s, uint32_t error_code)
 {
@@ -706,8 +868,8 @@ static void stream_ng_closed(struct hb_stream *s, uint32_t error_code)
 	/* nghttp2 cancels a DATA frame it had not sent for a closed stream. */
 	if (!stream_pinned(s))
 		s->sframed = 0;
-	if (c->live)
-		c->live--;
+	if (c->live && !--c->live)
+		c->idle_since_ms = loop_now_ms(c->loop);
 	conn_event(c, HB_CONN_EV_STREAM_CLOSED);
 	switch (s->state) {
 	case HB_ST_OPEN:
@@ -1309,8 +1471,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
 	if (!s)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	s->id = frame->hd.stream_id;
-	c->live++;
-	c->total++;
+	conn_stream_opened(c);
 	nghttp2_session_set_stream_user_data(ng, s->id, s);
 	return 0;
 }
@@ -1318,7 +1479,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
 static int hmem_put(struct hb_stream *s, const uint8_t *p, size_t len,
 		    uint32_t *off)
 {
-	if (s->hlen + len + 1 > HB_MAX_REQ_HEADER_BYTES)
+	if (s->hlen + len + 1 > s->c->o.max_header_list)
 		return -E2BIG;
 	if (s->hlen + len + 1 > s->hcap) {
 		size_t cap = s->hcap ? s->hcap * 2 : 512;
@@ -1344,6 +1505,41 @@ static bool name_is(const uint8_t *name, size_t len, const char *lit)
 	return len == strlen(lit) && memcmp(name, lit, len) == 0;
 }
 
+/* A token character (RFC 9110 §5.6.2), lowercase only (RFC 9113 §8.2.1). */
+static bool lower_tchar(uint8_t ch)
+{
+	if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
+		return true;
+	/* ch != 0: strchr() would find the terminator. */
+	return ch && strchr("!#$%&'*+-.^_`|~", ch);
+}
+
+/*
+ * nghttp2 checks no field when HTTP messaging is off (see conn_new), so
+ * we do: a name is lowercase token characters after an optional ':'; a
+ * value has no control character but HTAB (so no NUL, CR, LF: a NUL
+ * would cut the C string that the checks below and the app see) and no
+ * leading or trailing whitespace.
+ */
+static bool field_ok(const uint8_t *name, size_t nlen, const uint8_t *value,
+		     size_t vlen)
+{
+	size_t i = nlen && name[0] == ':';
+
+	if (nlen == i)
+		return false;
+	for (; i < nlen; i++)
+		if (!lower_tchar(name[i]))
+			return false;
+	if (vlen && (value[0] == ' ' || value[0] == '\t' ||
+		     value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+		return false;
+	for (i = 0; i < vlen; i++)
+		if ((value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
+			return false;
+	return true;
+}
+
 /* Server: collect one request field; anything odd marks the request bad. */
 static void req_header(struct hb_stream *s, const uint8_t *name, size_t nlen,
 		       const uint8_t *value, size_t vlen)
@@ -1352,6 +1548,16 @@ static void req_header(struct hb_stream *s, const uint8_t *name, size_t nlen,
 
 	if (s->bad_req)
 		return;
+	s->hsize += nlen + vlen + 32; /* each bounded by nghttp2 (64 KiB) */
+	if (s->hsize > s->c->o.max_header_list) {
+		s->too_big = true;
+		s->bad_req = true;
+		return;
+	}
+	if (!field_ok(name, nlen, value, vlen)) {
+		s->bad_req = true;
+		return;
+	}
 	if (nlen && name[0] == ':') {
 		if (s->regular_seen) {
 			s->bad_req = true;
@@ -1376,6 +1582,7 @@ static void req_header(struct hb_stream *s, const uint8_t *name, size_t nlen,
 	}
 	s->regular_seen = true;
 	if (s->nh == HB_MAX_REQ_HEADERS) {
+		s->too_big = true;
 		s->bad_req = true;
 		return;
 	}
@@ -1485,10 +1692,34 @@ static void server_request(struct hb_conn *c, struct hb_stream *s)
 	     !authority_ok(s->hmem + s->auth_off)))
 		s->bad_req = true;
 	if (s->bad_req || !c->srv.on_connect || !conn_ng_usable(c)) {
-		log_debug("hbone: stream %d: malformed CONNECT -> 400", s->id);
+		int status = s->too_big ? 431 : 400;
+
+		if (s->too_big) {
+			count_limit(c, HB_LIM_HEADER_LIST);
+			log_info_rl("hbone conn %p: stream %d: request header "
+				    "list over %u bytes -> 431",
+				    (void *)c, s->id, c->o.max_header_list);
+		} else {
+			log_debug("hbone: stream %d: malformed CONNECT "
+				  "-> 400",
+				  s->id);
+		}
 		stream_set_state(s, HB_ST_REFUSED);
 		s->err = EINVAL;
-		submit_status(s, 400, NULL);
+		submit_status(s, status, NULL);
+		return;
+	}
+	if (c->pending >= c->o.max_pending) {
+		/* Not processed, safe to retry (RFC 9113 §8.7). */
+		count_limit(c, HB_LIM_PENDING);
+		log_info_rl("hbone conn %p: %zu CONNECTs await their answer: "
+			    "stream %d refused (REFUSED_STREAM)",
+			    (void *)c, c->pending, s->id);
+		stream_set_state(s, HB_ST_RESET);
+		s->err = ECONNREFUSED;
+		nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id,
+					  NGHTTP2_REFUSED_STREAM);
+		conn_want_send(c);
 		return;
 	}
 	if (s->nh) {
@@ -1507,6 +1738,7 @@ static void server_request(struct hb_conn *c, struct hb_stream *s)
 	s->req.headers = s->hdrs;
 	s->req.n_headers = s->nh;
 	s->owner = HB_OWN_APP_REQ;
+	c->pending++;
 	c->srv.on_connect(c->srv.arg, c, &s->req);
 }
 
@@ -1527,6 +1759,91 @@ static void client_response(struct hb_stream *s)
 	ready_add(s);
 }
 
+/*
+ * PING, SETTINGS and PRIORITY cost work (PING and SETTINGS an ACK each)
+ * and carry no payload: a peer gets a budget of them (opts.ctrl_*).
+ * nghttp2 only notices a flood once the peer stops reading the ACKs.
+ */
+static void ctrl_charge(struct hb_conn *c)
+{
+	uint64_t now = loop_now_ms(c->loop);
+	uint64_t cap = (uint64_t)c->o.ctrl_burst * 1000;
+
+	/* Tokens are 1/1000 frames: rate/s = the same number per ms. */
+	c->ctrl_tokens += (now - c->ctrl_ms) * c->o.ctrl_rate;
+	if (c->ctrl_tokens > cap)
+		c->ctrl_tokens = cap;
+	c->ctrl_ms = now;
+	if (c->ctrl_tokens >= 1000) {
+		c->ctrl_tokens -= 1000;
+		return;
+	}
+	count_limit(c, HB_LIM_CONTROL);
+	log_info_rl("hbone conn %p (%s): control frame flood (over %u at once "
+		    "or %u/s): GOAWAY ENHANCE_YOUR_CALM",
+		    (void *)c, side_name(c), c->o.ctrl_burst, c->o.ctrl_rate);
+	/* nghttp2 ignores all after this frame; the GOAWAY ends it. */
+	nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+/*
+ * Every frame header the session reads: keeps the header-block
+ * deadline. CONTINUATION frames follow their HEADERS back to back (RFC
+ * 9113 §6.10), so any other frame means no block is open. (nghttp2 does
+ * not report the CONTINUATIONs of a block it ignores; the next frame
+ * clears the mark.)
+ */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd,
+			  void *arg)
+{
+	struct hb_conn *c = arg;
+
+	switch (hd->type) {
+	case NGHTTP2_HEADERS:
+		c->hdr_since_ms = hd->flags & NGHTTP2_FLAG_END_HEADERS
+				      ? 0
+				      : loop_now_ms(c->loop);
+		break;
+	case NGHTTP2_CONTINUATION:
+		if (hd->flags & NGHTTP2_FLAG_END_HEADERS)
+			c->hdr_since_ms = 0;
+		break;
+	default:
+		c->hdr_since_ms = 0;
+		break;
+	}
+	return 0;
+}
+
+/* A frame went to the transport: count what misbehaving peers got. */
+static int on_frame_sent(nghttp2_session *ng, const nghttp2_frame *frame,
+			 void *arg)
+{
+	struct hb_conn *c = arg;
+
+	switch (frame->hd.type) {
+	case NGHTTP2_GOAWAY:
+		count_error_sent(c, frame->goaway.error_code);
+		if (frame->goaway.error_code != NGHTTP2_NO_ERROR)
+			log_info_rl("hbone conn %p (%s): GOAWAY %s sent",
+				    (void *)c, side_name(c),
+				    hb_h2_error_name(frame->goaway.error_code));
+		/* Also nghttp2's own (a protocol error, the rapid-reset
+		 * limiter): no new streams from here on. */
+		if (c->state < HB_CONN_DRAINING) {
+			conn_set_state(c, HB_CONN_DRAINING);
+			conn_event(c, HB_CONN_EV_GOAWAY);
+		}
+		break;
+	case NGHTTP2_RST_STREAM:
+		count_error_sent(c, frame->rst_stream.error_code);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
 			 void *arg)
 {
@@ -1538,13 +1855,20 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
 							 frame->hd.stream_id);
 	switch (frame->hd.type) {
 	case NGHTTP2_SETTINGS:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
-		    c->state == HB_CONN_HANDSHAKING)
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			break;
+		ctrl_charge(c);
+		if (c->state == HB_CONN_HANDSHAKING)
 			conn_set_state(c, HB_CONN_OPEN);
 		break;
 	case NGHTTP2_PING:
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
 			c->ping_out = false;
+		else
+			ctrl_charge(c);
+		break;
+	case NGHTTP2_PRIORITY:
+		ctrl_charge(c);
 		break;
 	case NGHTTP2_GOAWAY:
 		if (c->state < HB_CONN_DRAINING)
@@ -1552,6 +1876,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame,
 		conn_event(c, HB_CONN_EV_GOAWAY);
 		break;
 	case NGHTTP2_HEADERS:
+		c->hdr_since_ms = 0;
 		if (!s)
 			break;
 		if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
@@ -1628,6 +1953,7 @@ static void conn_maybe_free(struct hb_conn *c)
 	loop_timer_disarm(c->loop, &c->kick);
 	loop_timer_disarm(c->loop, &c->ping);
 	loop_timer_disarm(c->loop, &c->linger);
+	loop_timer_disarm(c->loop, &c->dl);
 	c->olen = c->ooff = 0;
 	obuf_reset_if_empty(c);
 	t_live_conns--;
@@ -1678,6 +2004,7 @@ static void conn_closed(struct hb_conn *c, bool graceful, int err)
 	conn_detach_streams(c);
 	loop_timer_disarm(c->loop, &c->ping);
 	loop_timer_disarm(c->loop, &c->linger);
+	loop_timer_disarm(c->loop, &c->dl);
 	if (graceful) {
 		rv = c->t->ops->shutdown(c->t);
 		(void)rv; /* close() delivers what was accepted either way */
@@ -1704,6 +2031,44 @@ static void conn_closing(struct hb_conn *c)
 	loop_timer_arm(c->loop, &c->linger, HB_CLOSE_LINGER_MS);
 }
 
+/*
+ * nghttp2_session_mem_recv() failed: the session reads nothing more.
+ * Most errors come with nghttp2's own GOAWAY already queued; for those
+ * that do not (floods, a bad preface) we queue one, so the peer learns
+ * why. Then CLOSING flushes it, bounded by the linger timer.
+ */
+static void conn_recv_failed(struct hb_conn *c, int rv)
+{
+	uint32_t code = NGHTTP2_PROTOCOL_ERROR;
+
+	switch (rv) {
+	case NGHTTP2_ERR_FLOODED:
+		/* Its ACKs pile up unread: it keeps sending, never
+		 * reads. */
+		code = NGHTTP2_ENHANCE_YOUR_CALM;
+		count_limit(c, HB_LIM_OUTBOUND);
+		break;
+	case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+		code = NGHTTP2_ENHANCE_YOUR_CALM;
+		count_limit(c, HB_LIM_CONTINUATIONS);
+		break;
+	case NGHTTP2_ERR_NOMEM:
+	case NGHTTP2_ERR_CALLBACK_FAILURE:
+		code = NGHTTP2_INTERNAL_ERROR;
+		break;
+	default:
+		break;
+	}
+	log_info_rl("hbone conn %p (%s): dropped: %s", (void *)c, side_name(c),
+		    nghttp2_strerror(rv));
+	c->err = EPROTO;
+	/* A no-op when nghttp2 already queued its own terminating
+	 * GOAWAY. */
+	nghttp2_session_terminate_session(c->ng, code);
+	conn_want_send(c);
+	conn_closing(c);
+}
+
 static void conn_read(struct hb_conn *c)
 {
 	for (int i = 0; i < HB_READ_ROUNDS && conn_ng_usable(c); i++) {
@@ -1726,12 +2091,7 @@ static void conn_read(struct hb_conn *c)
 		rv = nghttp2_session_mem_recv(c->ng, t_rbuf, n);
 		c->in_ng--;
 		if (rv < 0) {
-			log_info("hbone conn %p (%s): dropped: %s", (void *)c,
-				 c->server ? "server" : "client",
-				 nghttp2_strerror((int)rv));
-			c->err = EPROTO;
-			/* Let a GOAWAY nghttp2 queued go out first. */
-			conn_closing(c);
+			conn_recv_failed(c, (int)rv);
 			return;
 		}
 		if (c->fail_err || c->close_req)
@@ -1840,6 +2200,7 @@ static void conn_run(struct hb_conn *c, unsigned int what)
 			break;
 	}
 	conn_update_io(c);
+	conn_deadline_update(c);
 	c->in_run = false;
 	if (c->ready_head || (c->need_send && conn_alive(c)) || c->events)
 		conn_kick(c);
@@ -1860,8 +2221,75 @@ static void conn_linger_cb(struct loop *l, struct loop_timer *t)
 {
 	struct hb_conn *c = t->arg;
 
+	count_deadline(c, HB_DL_FLUSH);
+	log_info_rl("hbone conn %p (%s): peer took not its last frames in %u "
+		    "ms: reset",
+		    (void *)c, side_name(c), HB_CLOSE_LINGER_MS);
 	c->fail_err = c->err ? c->err : ETIMEDOUT;
 	conn_run(c, 0);
+}
+
+/* Re-arm the deadline timer for the earliest deadline running. */
+static void conn_deadline_update(struct hb_conn *c)
+{
+	uint64_t at = UINT64_MAX, now;
+
+	if (conn_ng_usable(c)) {
+		if (c->state == HB_CONN_HANDSHAKING)
+			at = c->start_ms + c->o.settings_timeout_ms;
+		if (c->hdr_since_ms &&
+		    c->hdr_since_ms + c->o.header_timeout_ms < at)
+			at = c->hdr_since_ms + c->o.header_timeout_ms;
+		if (c->server && c->state == HB_CONN_OPEN && c->idle_since_ms &&
+		    c->idle_since_ms + c->o.idle_timeout_ms < at)
+			at = c->idle_since_ms + c->o.idle_timeout_ms;
+	}
+	if (at == UINT64_MAX) {
+		loop_timer_disarm(c->loop, &c->dl);
+		return;
+	}
+	if (loop_timer_armed(&c->dl) && c->dl.deadline_ms == at)
+		return;
+	now = loop_now_ms(c->loop);
+	loop_timer_arm(c->loop, &c->dl, at > now ? at - now : 0);
+}
+
+/* A deadline the peer missed: GOAWAY code, then the conn closes. */
+static void conn_deadline_fail(struct hb_conn *c, enum hb_deadline d,
+			       uint32_t code)
+{
+	count_deadline(c, d);
+	log_info_rl("hbone conn %p (%s): %s deadline passed: GOAWAY %s",
+		    (void *)c, side_name(c), hb_deadline_name(d),
+		    hb_h2_error_name(code));
+	if (!c->err)
+		c->err = ETIMEDOUT;
+	nghttp2_session_terminate_session(c->ng, code);
+	conn_want_send(c);
+}
+
+static void conn_deadline_cb(struct loop *l, struct loop_timer *t)
+{
+	struct hb_conn *c = t->arg;
+	uint64_t now = loop_now_ms(l);
+
+	if (!conn_ng_usable(c))
+		return;
+	if (c->state == HB_CONN_HANDSHAKING &&
+	    now >= c->start_ms + c->o.settings_timeout_ms) {
+		conn_deadline_fail(c, HB_DL_SETTINGS, NGHTTP2_SETTINGS_TIMEOUT);
+	} else if (c->hdr_since_ms &&
+		   now >= c->hdr_since_ms + c->o.header_timeout_ms) {
+		conn_deadline_fail(c, HB_DL_HEADERS, NGHTTP2_ENHANCE_YOUR_CALM);
+	} else if (c->server && c->state == HB_CONN_OPEN && c->idle_since_ms &&
+		   now >= c->idle_since_ms + c->o.idle_timeout_ms) {
+		count_deadline(c, HB_DL_IDLE);
+		log_debug("hbone conn %p (server): no stream for %u ms: "
+			  "GOAWAY",
+			  (void *)c, c->o.idle_timeout_ms);
+		hb_conn_drain(c);
+	}
+	conn_run(c, 0); /* sends the GOAWAY, re-arms for what is left */
 }
 
 /* Keepalive: PING after ping_interval of silence; dead without its ACK. */
@@ -1874,8 +2302,10 @@ static void conn_ping_cb(struct loop *l, struct loop_timer *t)
 		return;
 	if (c->ping_out) {
 		if (now - c->ping_sent_ms >= c->o.ping_timeout_ms) {
-			log_info("hbone conn %p: no PING ACK in %u ms",
-				 (void *)c, c->o.ping_timeout_ms);
+			count_deadline(c, HB_DL_PING);
+			log_info_rl("hbone conn %p (%s): no PING ACK in %u ms",
+				    (void *)c, side_name(c),
+				    c->o.ping_timeout_ms);
 			c->fail_err = ETIMEDOUT;
 			conn_run(c, 0);
 			return;
@@ -1918,6 +2348,20 @@ static void opts_fill(struct hb_conn_opts *o, const struct hb_conn_opts *in,
 		o->ping_interval_ms = HB_DEF_PING_MS;
 	if (!o->ping_timeout_ms)
 		o->ping_timeout_ms = HB_DEF_PING_TIMEOUT_MS;
+	if (!o->settings_timeout_ms)
+		o->settings_timeout_ms = HB_DEF_SETTINGS_MS;
+	if (!o->header_timeout_ms)
+		o->header_timeout_ms = HB_DEF_HEADER_MS;
+	if (!o->idle_timeout_ms)
+		o->idle_timeout_ms = HB_DEF_IDLE_MS;
+	if (!o->max_pending)
+		o->max_pending = HB_DEF_MAX_PENDING;
+	if (!o->max_header_list)
+		o->max_header_list = HB_DEF_MAX_HDR_LIST;
+	if (!o->ctrl_burst)
+		o->ctrl_burst = HB_DEF_CTRL_BURST;
+	if (!o->ctrl_rate)
+		o->ctrl_rate = HB_DEF_CTRL_RATE;
 }
 
 static int conn_new(struct loop *l, struct hb_transport *t,
@@ -1927,7 +2371,7 @@ static int conn_new(struct loop *l, struct hb_transport *t,
 	nghttp2_session_callbacks *cb = NULL;
 	nghttp2_option *opt = NULL;
 	struct hb_conn *c;
-	nghttp2_settings_entry iv[4];
+	nghttp2_settings_entry iv[5];
 	int niv = 0, rv, err = -ENOMEM;
 
 	c = calloc(1, sizeof(*c));
@@ -1947,6 +2391,9 @@ static int conn_new(struct loop *l, struct hb_transport *t,
 	    cb, on_read_length);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(
 	    cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cb,
+							      on_begin_frame);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_sent);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
@@ -1958,13 +2405,19 @@ static int conn_new(struct loop *l, struct hb_transport *t,
 	/* Window updates only as the relay drains (nghttp2_session_consume). */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_no_closed_streams(opt, 1);
+	nghttp2_option_set_max_outbound_ack(opt, HB_NG_MAX_OUTBOUND_ACK);
+	nghttp2_option_set_max_settings(opt, HB_NG_MAX_SETTINGS);
+	nghttp2_option_set_max_continuations(opt, HB_NG_MAX_CONTINUATION);
 	if (server) {
 		/*
-		 * We validate CONNECT ourselves so that a malformed request
-		 * gets a 400 (DESIGN §3) instead of nghttp2's RST_STREAM.
-		 * The rapid-reset limiter stays at its default (on).
+		 * We validate CONNECT ourselves so that a malformed
+		 * request gets a 400 (DESIGN §3) instead of nghttp2's
+		 * RST_STREAM (req_header(): that includes every field's
+		 * bytes).
 		 */
 		nghttp2_option_set_no_http_messaging(opt, 1);
+		nghttp2_option_set_stream_reset_rate_limit(opt, HB_NG_RST_BURST,
+							   HB_NG_RST_RATE);
 		rv = nghttp2_session_server_new2(&c->ng, cb, c, opt);
 	} else {
 		nghttp2_option_set_peer_max_concurrent_streams(
@@ -1978,12 +2431,16 @@ static int conn_new(struct loop *l, struct hb_transport *t,
 	    NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->o.stream_window};
 	iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE,
 					     c->o.max_frame};
-	if (server)
+	if (server) {
 		iv[niv++] = (nghttp2_settings_entry){
 		    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->o.max_streams};
-	else
+		iv[niv++] = (nghttp2_settings_entry){
+		    NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+		    c->o.max_header_list};
+	} else {
 		iv[niv++] =
 		    (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+	}
 	if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, niv) ||
 	    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
 						  (int32_t)c->o.conn_window)) {
@@ -1994,7 +2451,10 @@ static int conn_new(struct loop *l, struct hb_transport *t,
 	loop_timer_init(&c->kick, conn_kick_cb, c);
 	loop_timer_init(&c->ping, conn_ping_cb, c);
 	loop_timer_init(&c->linger, conn_linger_cb, c);
+	loop_timer_init(&c->dl, conn_deadline_cb, c);
 	c->last_rx_ms = loop_now_ms(l);
+	c->start_ms = c->idle_since_ms = c->ctrl_ms = loop_now_ms(l);
+	c->ctrl_tokens = (uint64_t)c->o.ctrl_burst * 1000;
 	loop_timer_arm(l, &c->ping, c->o.ping_interval_ms);
 	t->cb = conn_transport_cb;
 	t->cb_arg = c;
@@ -2104,8 +2564,7 @@ int hb_conn_open_stream(struct hb_conn *c, const char *authority,
 	s->id = id;
 	s->base.ops = &stream_end_ops;
 	s->owner = HB_OWN_END;
-	c->live++;
-	c->total++;
+	conn_stream_opened(c);
 	conn_want_send(c);
 	*out = &s->base;
 	err = 0;
@@ -2192,6 +2651,7 @@ int hb_stream_accept(struct hb_stream_req *req, struct relay_end **out)
 	if (s->owner != HB_OWN_APP_REQ || s->accepted)
 		return -EINVAL;
 	s->accepted = true;
+	s->c->pending--;
 	s->owner = HB_OWN_END; /* the end owns s from now on */
 	s->base.ops = &stream_end_ops;
 	*out = &s->base;
@@ -2228,6 +2688,7 @@ int hb_stream_respond(struct hb_stream_req *req, int status)
 	if (s->owner != HB_OWN_APP_REQ)
 		return -EINVAL;
 	/* Refusal: the response ends the stream; the library keeps s. */
+	c->pending--;
 	s->owner = HB_OWN_LIB;
 	if (gone) {
 		stream_maybe_free(s);

@@ -20,6 +20,13 @@
  * Threading: everything here belongs to the thread of its loop. Counters
  * named hb_* without a conn are per thread.
  *
+ * Hostile peers: every limit and deadline a peer can run into is a field of
+ * struct hb_conn_opts (defaults there); each time one is hit it is counted
+ * in struct hb_stats and logged at a bounded rate, and the peer is told
+ * with the GOAWAY/RST_STREAM code RFC 9113 gives. What nghttp2 enforces
+ * itself (ACKs piling up unread, rapid reset, CONTINUATION floods, frame
+ * sizes, flow-control windows) is configured explicitly in hbone.c.
+ *
  * Memory bounds: a stream buffers at most its send buffer (opts.send_buf)
  * towards the peer and at most the receive window we granted (opts.
  * stream_window, and all streams of a conn together at most opts.
@@ -29,6 +36,7 @@
 #ifndef AMBIENTD_HBONE_H
 #define AMBIENTD_HBONE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -133,6 +141,49 @@ enum hb_conn_event {
 typedef void (*hb_conn_observer)(void *arg, struct hb_conn *c,
 				 enum hb_conn_event ev);
 
+/* ---- abuse counters ---- */
+
+/* HTTP/2 error codes are 0x0..0xd (RFC 9113 §7). */
+#define HB_H2_ERROR_CODES 14
+/* "PROTOCOL_ERROR" etc.; "UNKNOWN" beyond 0xd. */
+const char *hb_h2_error_name(uint32_t code);
+
+/* Deadlines that close a conn (each counted when it fires). */
+enum hb_deadline {
+	HB_DL_SETTINGS, /* no client preface + SETTINGS in time */
+	HB_DL_HEADERS,	/* a header block (HEADERS..END_HEADERS) not finished */
+	HB_DL_IDLE,	/* server conn without any stream for too long */
+	HB_DL_PING,	/* keepalive PING not acknowledged */
+	HB_DL_FLUSH,	/* closing conn whose peer never took its last frames */
+	HB_DL__COUNT,
+};
+const char *hb_deadline_name(enum hb_deadline d);
+
+/* Limits a peer ran into (each counted when it is hit). */
+enum hb_limit {
+	HB_LIM_PENDING,	 /* CONNECTs awaiting an answer -> REFUSED_STREAM */
+	HB_LIM_CONTROL,	 /* PING/SETTINGS/PRIORITY rate -> GOAWAY */
+	HB_LIM_OUTBOUND, /* peer does not read our ACKs (nghttp2 flood) */
+	HB_LIM_CONTINUATIONS, /* too many CONTINUATION frames (nghttp2) */
+	HB_LIM_HEADER_LIST,   /* request header list too large -> 431 */
+	HB_LIM__COUNT,
+};
+const char *hb_limit_name(enum hb_limit l);
+
+/*
+ * Counters shared by every conn that points at them (opts.stats), from any
+ * thread: relaxed atomics. [0] client side (our pooled conns), [1] server
+ * side (15008). errors[][code] counts GOAWAY and RST_STREAM frames we sent
+ * with that code, except NO_ERROR, and CANCEL and CONNECT_ERROR, which end
+ * streams in normal operation (a request given up, a pod's connection
+ * reset) and say nothing about the peer.
+ */
+struct hb_stats {
+	atomic_uint_fast64_t errors[2][HB_H2_ERROR_CODES];
+	atomic_uint_fast64_t deadlines[2][HB_DL__COUNT];
+	atomic_uint_fast64_t limits[2][HB_LIM__COUNT];
+};
+
 /* Zero means the DESIGN §3 default for every field. */
 struct hb_conn_opts {
 	/* Client: streams this side keeps open at most (100). Server:
@@ -144,6 +195,35 @@ struct hb_conn_opts {
 	uint32_t send_buf; /* per-stream send buffer, power of 2 (256 KiB) */
 	uint32_t ping_interval_ms; /* PING after this much silence (10 s) */
 	uint32_t ping_timeout_ms;  /* dead without PING ACK after (20 s) */
+	/*
+	 * Deadlines. Each closes the conn with a GOAWAY and is counted in
+	 * stats->deadlines.
+	 *  settings: the peer's preface + SETTINGS must arrive within this
+	 *    long of the conn's start (5 s); GOAWAY SETTINGS_TIMEOUT.
+	 *  header: a header block, once begun, must end (END_HEADERS) within
+	 *    this long (10 s); GOAWAY ENHANCE_YOUR_CALM.
+	 *  idle (server only): a conn without any open stream for this long
+	 *    is drained, GOAWAY NO_ERROR (10 min: longer than a client
+	 *    pool's 5 min, so clients normally let go first).
+	 */
+	uint32_t settings_timeout_ms;
+	uint32_t header_timeout_ms;
+	uint32_t idle_timeout_ms;
+	/* Server: requests handed to on_connect and not answered yet, per
+	 * conn (100); more are refused with RST_STREAM REFUSED_STREAM. A
+	 * stream the client reset still counts until the app answers it, so
+	 * this bounds the upstream connects one conn can have in flight. */
+	uint32_t max_pending;
+	/* Server: SETTINGS_MAX_HEADER_LIST_SIZE advertised; a larger request
+	 * (RFC 9113 accounting: name + value + 32 per field) is answered 431
+	 * (16 KiB). */
+	uint32_t max_header_list;
+	/* PING, SETTINGS and PRIORITY frames from the peer, a token bucket:
+	 * ctrl_burst at once (1000), refilled at ctrl_rate per second (100);
+	 * beyond it GOAWAY ENHANCE_YOUR_CALM. */
+	uint32_t ctrl_burst;
+	uint32_t ctrl_rate;
+	struct hb_stats *stats; /* shared counters, or NULL */
 };
 
 /* A header field; both strings NUL-terminated, names lowercase. */

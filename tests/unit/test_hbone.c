@@ -12,6 +12,7 @@
  */
 #include "bufpool.h"
 #include "hbone.h"
+#include "log.h"
 #include "loop.h"
 #include "relay.h"
 #include "tap.h"
@@ -297,6 +298,12 @@ struct srv {
 
 static struct srv S;
 
+/* The server's options (zero: defaults) and the counters every server conn
+ * shares; the limit cases change SO and put it back. */
+static struct hb_stats ST;
+static struct hb_conn_opts SO;
+static bool srv_small_sndbuf;
+
 static int tcp_connect(const struct sockaddr_in *to)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -381,11 +388,17 @@ static void srv_accept_cb(struct loop *l, struct loop_io *io, uint32_t ev)
 
 	if (fd < 0)
 		return;
+	if (srv_small_sndbuf) {
+		int v = 16 * 1024;
+
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	}
 	if (hb_transport_tcp_new(L, fd, &t)) {
 		close(fd);
 		return;
 	}
-	if (hb_conn_new_server(L, t, NULL, &srv_cbs, &S.last_conn) == 0)
+	SO.stats = &ST;
+	if (hb_conn_new_server(L, t, &SO, &srv_cbs, &S.last_conn) == 0)
 		S.accepted++;
 }
 
@@ -971,6 +984,7 @@ static void test_garbage(void)
 	static uint8_t rx[64 * 1024];
 	uint8_t junk[256], hdr[9 + 9];
 	size_t conns_before = hb_live_conns(), got;
+	uint64_t fse = atomic_load(&ST.errors[1][NGHTTP2_FRAME_SIZE_ERROR]);
 	int fd, fd2;
 	bool eof;
 
@@ -1003,6 +1017,8 @@ static void test_garbage(void)
 	ok(find_goaway(rx, got) == NGHTTP2_FRAME_SIZE_ERROR,
 	   "oversized frame: GOAWAY FRAME_SIZE_ERROR (%d)",
 	   find_goaway(rx, got));
+	ok(atomic_load(&ST.errors[1][NGHTTP2_FRAME_SIZE_ERROR]) == fse + 1,
+	   "oversized frame: counted as FRAME_SIZE_ERROR sent (server)");
 	ok(eof, "oversized frame: connection closed");
 	close(fd2);
 	spin(10);
@@ -1111,6 +1127,579 @@ static void test_drain(void)
 	flow_cleanup(&f);
 }
 
+/* ---- hostile peers: limits and deadlines ---- */
+
+/* Server-side counters (index 1 of struct hb_stats). */
+#define ST_ERR(code) atomic_load(&ST.errors[1][code])
+#define ST_DL(d)     atomic_load(&ST.deadlines[1][d])
+#define ST_LIM(l)    atomic_load(&ST.limits[1][l])
+
+static size_t frame(uint8_t *b, uint32_t len, uint8_t type, uint8_t flags,
+		    uint32_t sid, const void *payload)
+{
+	b[0] = len >> 16;
+	b[1] = len >> 8;
+	b[2] = len;
+	b[3] = type;
+	b[4] = flags;
+	b[5] = sid >> 24 & 0x7f;
+	b[6] = sid >> 16;
+	b[7] = sid >> 8;
+	b[8] = sid;
+	if (payload && len)
+		memcpy(b + 9, payload, len);
+	return 9 + len;
+}
+
+/* What a raw peer read from the server, parsed frame by frame. */
+struct fscan {
+	uint8_t hdr[9];
+	size_t hlen;
+	uint32_t left; /* payload bytes of the current frame still due */
+	uint8_t pl[8]; /* its first payload bytes */
+	size_t plen;
+	int goaway;	/* error code of the last GOAWAY, -1 none */
+	int rst;	/* error code of the last RST_STREAM, -1 none */
+	uint32_t n[10]; /* frames by type */
+	uint32_t ping_acks;
+	uint8_t hdrs[8]; /* first payload bytes of the first HEADERS */
+	size_t hdrs_len;
+	size_t bytes;
+	bool eof;
+};
+
+static void fscan_init(struct fscan *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->goaway = f->rst = -1;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+static void fscan_end_frame(struct fscan *f)
+{
+	uint8_t type = f->hdr[3];
+
+	if (type < 10)
+		f->n[type]++;
+	if (type == 7 && f->plen >= 8)
+		f->goaway = (int)be32(f->pl + 4);
+	if (type == 3 && f->plen >= 4)
+		f->rst = (int)be32(f->pl);
+	if (type == 6 && (f->hdr[4] & 1))
+		f->ping_acks++;
+	if (type == 1 && f->n[1] == 1) {
+		memcpy(f->hdrs, f->pl, f->plen);
+		f->hdrs_len = f->plen;
+	}
+	f->hlen = 0;
+	f->plen = 0;
+}
+
+static void fscan_feed(struct fscan *f, const uint8_t *b, size_t len)
+{
+	f->bytes += len;
+	while (len) {
+		if (f->hlen < 9) {
+			f->hdr[f->hlen++] = *b++;
+			len--;
+			if (f->hlen == 9) {
+				f->left = f->hdr[0] << 16 | f->hdr[1] << 8 |
+					  f->hdr[2];
+				if (!f->left)
+					fscan_end_frame(f);
+			}
+			continue;
+		}
+		size_t n = len < f->left ? len : f->left;
+
+		for (size_t i = 0; i < n && f->plen < sizeof(f->pl); i++)
+			f->pl[f->plen++] = b[i];
+		b += n;
+		len -= n;
+		f->left -= n;
+		if (!f->left)
+			fscan_end_frame(f);
+	}
+}
+
+/* Reads (running the server's loop) until EOF, ms, or `until` holds. */
+static void fscan_read(int fd, struct fscan *f, int ms,
+		       bool (*until)(const struct fscan *f))
+{
+	uint64_t end = loop_now_ms(L) + ms;
+
+	while (!f->eof && loop_now_ms(L) < end && !(until && until(f))) {
+		ssize_t n;
+
+		spin(1);
+		while ((n = recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT)) >
+		       0)
+			fscan_feed(f, scratch, n);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			f->eof = true;
+	}
+}
+
+/* TCP to the server with the client preface and an empty SETTINGS. */
+static int raw_open(bool preface)
+{
+	uint8_t b[9];
+	int fd = tcp_connect(&hb_addr);
+
+	if (fd < 0)
+		return -1;
+	set_nonblock(fd);
+	if (preface) {
+		send(fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN,
+		     MSG_NOSIGNAL);
+		send(fd, b, frame(b, 0, NGHTTP2_SETTINGS, 0, 0, NULL),
+		     MSG_NOSIGNAL);
+	}
+	return fd;
+}
+
+static void test_names(void)
+{
+	ok(!strcmp(hb_h2_error_name(NGHTTP2_ENHANCE_YOUR_CALM),
+		   "ENHANCE_YOUR_CALM") &&
+	       !strcmp(hb_h2_error_name(NGHTTP2_HTTP_1_1_REQUIRED),
+		       "HTTP_1_1_REQUIRED") &&
+	       !strcmp(hb_h2_error_name(0xe), "UNKNOWN") &&
+	       !strcmp(hb_deadline_name(HB_DL_SETTINGS), "settings") &&
+	       !strcmp(hb_limit_name(HB_LIM_PENDING), "pending_connects"),
+	   "names: h2 error codes, deadlines and limits");
+}
+
+/* Connects and says nothing: our SETTINGS, then GOAWAY SETTINGS_TIMEOUT. */
+static void test_settings_deadline(void)
+{
+	uint64_t dl = ST_DL(HB_DL_SETTINGS),
+		 e = ST_ERR(NGHTTP2_SETTINGS_TIMEOUT);
+	uint64_t t0;
+	struct fscan f;
+	int fd;
+
+	SO.settings_timeout_ms = 300;
+	fscan_init(&f);
+	fd = raw_open(false);
+	t0 = loop_now_ms(L);
+	fscan_read(fd, &f, 150, NULL);
+	ok(!f.eof && f.goaway < 0,
+	   "settings deadline: silent peer still open after 150 ms");
+	fscan_read(fd, &f, 2000, NULL);
+	ok(f.n[NGHTTP2_SETTINGS] == 1 && f.goaway == NGHTTP2_SETTINGS_TIMEOUT &&
+	       f.eof,
+	   "settings deadline: our SETTINGS, GOAWAY SETTINGS_TIMEOUT (%d), "
+	   "closed after %llu ms",
+	   f.goaway, (unsigned long long)(loop_now_ms(L) - t0));
+	ok(ST_DL(HB_DL_SETTINGS) == dl + 1 &&
+	       ST_ERR(NGHTTP2_SETTINGS_TIMEOUT) == e + 1,
+	   "settings deadline: counted (deadline and error code)");
+	close(fd);
+	/* The preface alone does not count: SETTINGS is due as well. */
+	fscan_init(&f);
+	fd = raw_open(false);
+	send(fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN, MSG_NOSIGNAL);
+	fscan_read(fd, &f, 2000, NULL);
+	ok(f.goaway == NGHTTP2_SETTINGS_TIMEOUT && f.eof,
+	   "settings deadline: preface without SETTINGS -> SETTINGS_TIMEOUT");
+	close(fd);
+	SO.settings_timeout_ms = 0;
+	spin(10);
+	small_roundtrip("settings deadline");
+}
+
+/* HEADERS without END_HEADERS, then nothing. */
+static void test_header_deadline(void)
+{
+	/* :method CONNECT as a literal with an indexed name (static 2). */
+	static const uint8_t block[] = {0x02, 7,   'C', 'O', 'N',
+					'N',  'E', 'C', 'T'};
+	uint64_t dl = ST_DL(HB_DL_HEADERS);
+	uint8_t b[64];
+	struct fscan f;
+	int fd;
+
+	SO.header_timeout_ms = 300;
+	fscan_init(&f);
+	fd = raw_open(true);
+	send(fd, b, frame(b, sizeof(block), NGHTTP2_HEADERS, 0, 1, block),
+	     MSG_NOSIGNAL);
+	fscan_read(fd, &f, 150, NULL);
+	ok(!f.eof && f.goaway < 0,
+	   "header deadline: open header block, conn open after 150 ms");
+	fscan_read(fd, &f, 2000, NULL);
+	ok(f.goaway == NGHTTP2_ENHANCE_YOUR_CALM && f.eof,
+	   "header deadline: GOAWAY ENHANCE_YOUR_CALM (%d), closed", f.goaway);
+	ok(ST_DL(HB_DL_HEADERS) == dl + 1, "header deadline: counted");
+	close(fd);
+	SO.header_timeout_ms = 0;
+	spin(10);
+}
+
+static bool saw_goaway;
+
+static void obs_goaway(void *arg, struct hb_conn *c, enum hb_conn_event ev)
+{
+	if (ev == HB_CONN_EV_GOAWAY)
+		saw_goaway = true;
+	if (ev == HB_CONN_EV_CLOSED) {
+		closed_err = hb_conn_error(c);
+		closed_flag = true;
+	}
+}
+
+static void test_idle_deadline(void)
+{
+	struct tcase tc = {0};
+	struct flow f = {0};
+	uint64_t dl = ST_DL(HB_DL_IDLE);
+	struct hb_conn *c;
+	bool never = false;
+
+	SO.idle_timeout_ms = 300;
+	/* A stream in flight for longer than the idle time keeps it. */
+	cur = &tc;
+	S.mode = SRV_OK;
+	c = client_new(NULL, &hb_addr);
+	closed_flag = saw_goaway = false;
+	if (c)
+		hb_conn_set_observer(c, obs_goaway, NULL);
+	f.app.tx = blob;
+	f.app.tx_len = 1000;
+	f.app.shut_after_tx = true;
+	f.up.expect = blob;
+	f.up.expect_len = 1000;
+	f.up.tx = blob + 3;
+	f.up.tx_len = 1000;
+	f.up.tx_wait_eof = true;
+	f.up.shut_after_tx = true;
+	f.app.expect = blob + 3;
+	f.app.expect_len = 1000;
+	f.up.paused = true;
+	ok(c && flow_start(&f, 0, c, &tc) == 0, "idle deadline: setup");
+	wait_until(&never, 700);
+	ok(!saw_goaway && hb_conn_live_streams(c) == 1,
+	   "idle deadline: a conn with a stream open is kept (700 ms)");
+	f.up.paused = false;
+	peer_update(&f.up);
+	tc_run(&tc, 5000);
+	ok(peer_got_all(&f.up) && peer_got_all(&f.app),
+	   "idle deadline: that stream finished intact");
+	/* Now no stream: GOAWAY NO_ERROR after the idle time, clean close. */
+	wait_until(&closed_flag, 2000);
+	ok(saw_goaway && closed_flag && closed_err == 0,
+	   "idle deadline: then GOAWAY, both ends closed cleanly (%s)",
+	   closed_err > 0 ? strerror(closed_err) : "ok");
+	ok(ST_DL(HB_DL_IDLE) == dl + 1, "idle deadline: counted");
+	SO.idle_timeout_ms = 0;
+	spin(10);
+	flow_cleanup(&f);
+}
+
+/* More CONNECTs awaiting their answer than max_pending: REFUSED_STREAM. */
+static void test_pending_cap(void)
+{
+	uint64_t lim = ST_LIM(HB_LIM_PENDING),
+		 e = ST_ERR(NGHTTP2_REFUSED_STREAM);
+	struct relay_end *e5[6] = {0};
+	struct hb_conn *c;
+	bool never = false;
+	int refused = 0, opened = 0;
+
+	SO.max_pending = 3;
+	S.mode = SRV_HOLD;
+	S.nheld = 0;
+	c = client_new(NULL, &hb_addr);
+	for (int i = 0; i < 5 && c; i++)
+		opened +=
+		    hb_conn_open_stream(c, up_authority, NULL, 0, &e5[i]) == 0;
+	wait_until(&never, 200);
+	for (int i = 0; i < 5; i++)
+		refused += e5[i] && e5[i]->ops->error(e5[i]) == -ECONNREFUSED;
+	ok(opened == 5 && S.nheld == 3 && refused == 2,
+	   "pending cap: 3 held by the app, 2 refused (held %d, refused %d)",
+	   S.nheld, refused);
+	ok(ST_LIM(HB_LIM_PENDING) == lim + 2 &&
+	       ST_ERR(NGHTTP2_REFUSED_STREAM) == e + 2,
+	   "pending cap: counted (limit and REFUSED_STREAM)");
+	/* Answering one makes room for one more. */
+	hb_stream_respond(S.held[0], 503);
+	ok(c && hb_conn_open_stream(c, up_authority, NULL, 0, &e5[5]) == 0,
+	   "pending cap: after an answer, another stream opens");
+	wait_until(&never, 100);
+	ok(S.nheld == 4 && e5[5]->ops->error(e5[5]) == 0,
+	   "pending cap: and is held, not refused (held %d)", S.nheld);
+	for (int i = 1; i < S.nheld; i++)
+		hb_stream_respond(S.held[i], 503);
+	S.nheld = 0;
+	for (int i = 0; i < 6; i++)
+		if (e5[i])
+			e5[i]->ops->abort(e5[i]);
+	S.mode = SRV_OK;
+	SO.max_pending = 0;
+	if (c)
+		hb_conn_close(c);
+	spin(20);
+	ok(hb_live_streams() == 0, "pending cap: every stream freed (%zu)",
+	   hb_live_streams());
+}
+
+/* A request header list over max_header_list: 431, conn fine. */
+static void test_header_list(void)
+{
+	static char big[9000];
+	struct hb_header h[2] = {{"x-a", big}, {"x-b", big}};
+	uint64_t lim = ST_LIM(HB_LIM_HEADER_LIST);
+	struct relay_end *e = NULL;
+	struct hb_conn *c;
+	bool dummy = false;
+	int calls = S.on_connect_calls;
+
+	memset(big, 'v', sizeof(big) - 1);
+	c = client_new(NULL, &hb_addr);
+	ok(c && hb_conn_open_stream(c, up_authority, h, 2, &e) == 0,
+	   "431: stream with 18 KiB of header fields opened");
+	for (int i = 0; i < 200 && e && hb_stream_status(e) == 0; i++)
+		wait_until(&dummy, 5);
+	ok(e && hb_stream_status(e) == 431 && S.on_connect_calls == calls,
+	   "431: Request Header Fields Too Large, never reached on_connect "
+	   "(%d)",
+	   e ? hb_stream_status(e) : -1);
+	ok(ST_LIM(HB_LIM_HEADER_LIST) == lim + 1, "431: counted");
+	if (e)
+		e->ops->abort(e);
+	ok(c && hb_conn_get_state(c) == HB_CONN_OPEN,
+	   "431: the conn stays open");
+	if (c)
+		hb_conn_close(c);
+	spin(20);
+}
+
+/* :status of a response header block (nghttp2's inflater), or -1. */
+static int block_status(const uint8_t *in, size_t len)
+{
+	nghttp2_hd_inflater *inf;
+	int status = -1;
+
+	if (nghttp2_hd_inflate_new(&inf))
+		return -1;
+	while (len) {
+		nghttp2_nv nv;
+		int fl = 0;
+		ssize_t n = nghttp2_hd_inflate_hd2(inf, &nv, &fl, in, len, 1);
+
+		if (n < 0)
+			break;
+		in += n;
+		len -= n;
+		if ((fl & NGHTTP2_HD_INFLATE_EMIT) && nv.namelen == 7 &&
+		    !memcmp(nv.name, ":status", 7))
+			status = atoi((const char *)nv.value);
+		if (fl & NGHTTP2_HD_INFLATE_FINAL)
+			break;
+	}
+	nghttp2_hd_inflate_del(inf);
+	return status;
+}
+
+static bool got_headers(const struct fscan *f)
+{
+	return f->n[NGHTTP2_HEADERS] > 0;
+}
+
+/*
+ * A request nghttp2's client cannot send (it lowercases names): three
+ * literal fields in one HEADERS frame; expects a 400 that never reached
+ * on_connect.
+ */
+static void raw_fields(const char *n1, const char *v1, const char *n2,
+		       const char *v2, const char *n3, const char *v3,
+		       const char *what)
+{
+	const char *f3[] = {n1, v1, n2, v2, n3, v3};
+	uint8_t block[256], b[300];
+	int calls = S.on_connect_calls;
+	size_t bl = 0;
+	struct fscan f;
+	int fd;
+
+	for (int i = 0; i < 6; i += 2) {
+		block[bl++] = 0x00; /* literal, not indexed, new name */
+		for (int k = 0; k < 2; k++) {
+			size_t l = strlen(f3[i + k]);
+
+			block[bl++] = (uint8_t)l; /* < 127, no Huffman */
+			memcpy(block + bl, f3[i + k], l);
+			bl += l;
+		}
+	}
+	fscan_init(&f);
+	fd = raw_open(true);
+	send(fd, b,
+	     frame(b, bl, NGHTTP2_HEADERS,
+		   NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+		   block),
+	     MSG_NOSIGNAL);
+	fscan_read(fd, &f, 2000, got_headers);
+	ok(block_status(f.hdrs, f.hdrs_len) == 400 &&
+	       S.on_connect_calls == calls,
+	   "400 %s: status %d, never reached on_connect", what,
+	   block_status(f.hdrs, f.hdrs_len));
+	close(fd);
+	spin(10);
+}
+
+/* NUL, CR/LF and other bytes no field may carry: 400, never forwarded. */
+static void test_field_bytes(void)
+{
+	nghttp2_nv nul_auth[] = {NV(":method", "CONNECT"),
+				 NV(":authority", "127.0.0.1:80\0.evil")};
+	nghttp2_nv nul_method[] = {NV(":method", "CONNECT\0GET"),
+				   NV(":authority", "127.0.0.1:80")};
+	nghttp2_nv crlf[] = {NV(":method", "CONNECT"),
+			     NV(":authority", "127.0.0.1:80"),
+			     NV("x-a", "b\r\nx-injected: 1")};
+	nghttp2_nv ws[] = {NV(":method", "CONNECT"),
+			   NV(":authority", " 127.0.0.1:80")};
+	nghttp2_nv junk[] = {NV(":method", "CONNECT"),
+			     NV(":authority", "\xff\xfe:80")};
+
+	raw_request(nul_auth, 2, "NUL inside :authority");
+	raw_request(nul_method, 2, "NUL inside :method");
+	raw_request(crlf, 3, "CR LF in a value");
+	raw_fields(":method", "CONNECT", ":authority", "127.0.0.1:80",
+		   "X-Upper", "b", "uppercase field name");
+	raw_fields(":method", "CONNECT", ":authority", "127.0.0.1:80",
+		   "x-sp ace", "b", "space in a field name");
+	raw_request(ws, 2, "leading space in :authority");
+	raw_request(junk, 2, "non-ASCII :authority");
+}
+
+/* PINGs beyond the control budget, from a peer that reads: GOAWAY. */
+static void test_control_flood(void)
+{
+	static uint8_t b[200 * 17];
+	uint64_t lim = ST_LIM(HB_LIM_CONTROL);
+	uint8_t opaque[8] = {0};
+	size_t len = 0;
+	struct fscan f;
+	int fd;
+
+	SO.ctrl_burst = 50;
+	SO.ctrl_rate = 10;
+	for (int i = 0; i < 40; i++)
+		len += frame(b + len, 8, NGHTTP2_PING, 0, 0, opaque);
+	fscan_init(&f);
+	fd = raw_open(true);
+	send(fd, b, len, MSG_NOSIGNAL);
+	fscan_read(fd, &f, 300, NULL);
+	ok(f.ping_acks == 40 && f.goaway < 0 && !f.eof,
+	   "control flood: 40 PINGs within the budget, 40 ACKs (%u)",
+	   f.ping_acks);
+	len = 0;
+	for (int i = 0; i < 200; i++)
+		len += frame(b + len, 8, NGHTTP2_PING, 0, 0, opaque);
+	send(fd, b, len, MSG_NOSIGNAL);
+	fscan_read(fd, &f, 2000, NULL);
+	ok(f.goaway == NGHTTP2_ENHANCE_YOUR_CALM && f.eof,
+	   "control flood: 200 more -> GOAWAY ENHANCE_YOUR_CALM (%d), closed "
+	   "(%u ACKs)",
+	   f.goaway, f.ping_acks);
+	ok(ST_LIM(HB_LIM_CONTROL) == lim + 1, "control flood: counted");
+	close(fd);
+	SO.ctrl_burst = SO.ctrl_rate = 0;
+	spin(10);
+	small_roundtrip("control flood");
+}
+
+/*
+ * PINGs from a peer that never reads, 64 at a time (never 1000 in one
+ * read): once the socket buffers are full, the ACKs pile up in nghttp2
+ * until NGHTTP2_ERR_FLOODED; then GOAWAY ENHANCE_YOUR_CALM.
+ */
+static void test_outbound_flood(void)
+{
+	static uint8_t b[64 * 17];
+	uint64_t lim = ST_LIM(HB_LIM_OUTBOUND);
+	uint8_t opaque[8] = {0}, s9[9];
+	size_t len = 0, sent = 0;
+	int v = 4096, fd;
+	struct fscan f;
+	uint64_t end;
+
+	SO.ctrl_burst = 1000000; /* only nghttp2's limit in play */
+	srv_small_sndbuf = true;
+	for (int i = 0; i < 64; i++)
+		len += frame(b + len, 8, NGHTTP2_PING, 0, 0, opaque);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	connect(fd, (struct sockaddr *)&hb_addr, sizeof(hb_addr));
+	set_nonblock(fd);
+	send(fd, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN, MSG_NOSIGNAL);
+	send(fd, s9, frame(s9, 0, NGHTTP2_SETTINGS, 0, 0, NULL), MSG_NOSIGNAL);
+	/* Send until the server gives up on us (or stops reading). */
+	end = loop_now_ms(L) + 5000;
+	for (int idle = 0; idle < 50 && loop_now_ms(L) < end &&
+			   ST_LIM(HB_LIM_OUTBOUND) == lim;) {
+		ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			sent += n;
+			idle = 0;
+		} else {
+			idle++;
+		}
+		spin(1);
+	}
+	fscan_init(&f);
+	fscan_read(fd, &f, 8000, NULL);
+	ok(f.ping_acks > 0 && sent > 17 * (f.ping_acks + 1000) &&
+	       f.goaway == NGHTTP2_ENHANCE_YOUR_CALM && f.eof,
+	   "outbound flood: %zu bytes of PINGs unread-answered -> GOAWAY "
+	   "ENHANCE_YOUR_CALM (%d) after %u ACKs, closed",
+	   sent, f.goaway, f.ping_acks);
+	ok(ST_LIM(HB_LIM_OUTBOUND) == lim + 1, "outbound flood: counted");
+	close(fd);
+	srv_small_sndbuf = false;
+	SO.ctrl_burst = 0;
+	spin(10);
+	small_roundtrip("outbound flood");
+}
+
+/* A header block that never ends, CONTINUATION after CONTINUATION. */
+static void test_continuation_flood(void)
+{
+	/* One literal field per fragment: "\0" new name "a", value "b". */
+	static const uint8_t lit[] = {0x00, 1, 'a', 1, 'b'};
+	static uint8_t b[64 * 16];
+	uint64_t lim = ST_LIM(HB_LIM_CONTINUATIONS);
+	size_t len = 0;
+	struct fscan f;
+	int fd;
+
+	len += frame(b, sizeof(lit), NGHTTP2_HEADERS, 0, 1, lit);
+	for (int i = 0; i < 50; i++)
+		len += frame(b + len, sizeof(lit), NGHTTP2_CONTINUATION, 0, 1,
+			     lit);
+	fscan_init(&f);
+	fd = raw_open(true);
+	send(fd, b, len, MSG_NOSIGNAL);
+	fscan_read(fd, &f, 2000, NULL);
+	ok(f.goaway == NGHTTP2_ENHANCE_YOUR_CALM && f.eof,
+	   "CONTINUATION flood: GOAWAY ENHANCE_YOUR_CALM (%d), closed",
+	   f.goaway);
+	ok(ST_LIM(HB_LIM_CONTINUATIONS) == lim + 1,
+	   "CONTINUATION flood: counted");
+	close(fd);
+	spin(10);
+	small_roundtrip("CONTINUATION flood");
+}
+
 static int listen_on(struct sockaddr_in *a)
 {
 	socklen_t len = sizeof(*a);
@@ -1130,6 +1719,8 @@ int main(void)
 	uint64_t x = 0x9e3779b97f4a7c15ull;
 
 	L = loop_new();
+	if (getenv("HB_DEBUG"))
+		log_threshold = LOG_DEBUG;
 	blob = malloc(blob_len);
 	if (!L || !blob)
 		tap_skip_all("out of memory");
@@ -1163,6 +1754,16 @@ int main(void)
 	test_garbage();
 	test_ping();
 	test_drain();
+	test_names();
+	test_settings_deadline();
+	test_header_deadline();
+	test_idle_deadline();
+	test_pending_cap();
+	test_header_list();
+	test_field_bytes();
+	test_control_flood();
+	test_outbound_flood();
+	test_continuation_flood();
 
 	spin(50);
 	ok(hb_live_conns() == 0 && hb_live_streams() == 0 &&
