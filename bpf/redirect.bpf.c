@@ -15,6 +15,9 @@
  * tunnel takes the source address as the caller's identity.
  * amb_tc_inbound also refuses plaintext SYNs that the compiled policy
  * (amb_pol) denies, so a denied caller never reaches a socket.
+ *
+ * IPv6 is not tunneled yet, so an enrolled pod's IPv6 TCP fails closed in
+ * amb_tc_pod (see pod_ipv6()); amb_ipv6_passthrough lets it through.
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -27,6 +30,51 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * Load-time setting (rodata, set by bpfctl_load_opts() before load; the
+ * verifier prunes the branch it rules out): 1 lets enrolled pods' IPv6 TCP
+ * bypass the mesh, counted as AMB_R_PASS_IPV6, instead of failing closed.
+ */
+const volatile __u8 amb_ipv6_passthrough = 0;
+
+/*
+ * IPv6 out of an enrolled pod. This program runs only on enrolled pods'
+ * veths, so the packet is the pod's whatever its source (amb_pods, keyed
+ * by IPv4 address, cannot say more). Non-TCP (neighbour discovery, ICMPv6,
+ * UDP) passes like IPv4's; TCP fails closed: a SYN is refused with a RST
+ * back to the pod, so connect() fails at once with "connection refused";
+ * every other TCP segment, fragment that may be TCP and unparseable header
+ * chain is dropped. Excluded ports pass (excluded_ports6()).
+ *
+ * Inbound needs no rule of its own: amb_tc_inbound cannot match an IPv6
+ * destination against amb_pods, but whatever reaches an enrolled pod over
+ * IPv6 gets its answer only through this program. A SYN from outside the
+ * mesh makes the pod send a SYN-ACK, dropped here, so no handshake ever
+ * completes and the pod never sends a byte. (The one way bytes can still
+ * reach a pod's socket is a TCP Fast Open SYN it accepts without a fresh
+ * cookie: one issued before enrollment, or a server configured to need
+ * none. Nothing comes back even then.)
+ */
+static __always_inline int pod_ipv6(struct __sk_buff *skb)
+{
+	struct pkt6 p = {};
+	int kind = parse_ipv6(skb, &p);
+
+	if (kind == PKT_IPV6)
+		return pass(skb, AMB_R_PASS_NON_TCP);
+	if (amb_ipv6_passthrough)
+		return pass(skb, AMB_R_PASS_IPV6);
+	if (kind == PKT_MALFORMED)
+		return drop(skb, AMB_R_DROP_MALFORMED);
+	if (kind == PKT_FRAG6)
+		return drop(skb, AMB_R_DROP_IPV6_FRAG);
+	if (excluded_ports6(&p))
+		return pass(skb, AMB_R_PASS_EXCLUDED);
+	if (tcp_flags_syn(p.flags))
+		return refuse_syn6(skb, &p);
+	return drop(skb, AMB_R_DROP_IPV6);
+}
+
 SEC("tc")
 int amb_tc_pod(struct __sk_buff *skb)
 {
@@ -38,6 +86,8 @@ int amb_tc_pod(struct __sk_buff *skb)
 
 	if (kind == PKT_OTHER)
 		return TC_ACT_OK;
+	if (kind == PKT_IPV6)
+		return pod_ipv6(skb);
 	if (kind == PKT_MALFORMED)
 		return drop(skb, AMB_R_DROP_MALFORMED);
 

@@ -40,6 +40,10 @@ static const char *const reason_names[AMB_R_MAX] = {
 	[AMB_R_REFUSED_NO_LISTENER] = "refused_no_listener",
 	[AMB_R_REFUSED_POLICY] = "refused_policy",
 	[AMB_R_DROP_POLICY] = "drop_policy",
+	[AMB_R_REFUSED_IPV6] = "refused_ipv6",
+	[AMB_R_DROP_IPV6] = "drop_ipv6",
+	[AMB_R_DROP_IPV6_FRAG] = "drop_ipv6_frag",
+	[AMB_R_PASS_IPV6] = "pass_ipv6",
 };
 
 const char *bpfctl_reason_name(unsigned reason)
@@ -126,6 +130,12 @@ static int pinned_fd(const struct bpfctl *b, const char *name)
 
 int bpfctl_load(struct bpfctl *b, const char *bpffs, const char *node)
 {
+	return bpfctl_load_opts(b, bpffs, node, NULL);
+}
+
+int bpfctl_load_opts(struct bpfctl *b, const char *bpffs, const char *node,
+		     const struct bpfctl_load_opts *lo)
+{
 	LIBBPF_OPTS(bpf_object_open_opts, opts);
 	int err;
 
@@ -143,6 +153,12 @@ int bpfctl_load(struct bpfctl *b, const char *bpffs, const char *node)
 	if (!b->redir) {
 		err = -errno;
 		goto fail;
+	}
+	/* Load-time settings live in the programs' rodata. */
+	if (lo && lo->ipv6_passthrough) {
+		b->redir->rodata->amb_ipv6_passthrough = 1;
+		log_warn("IPv6 passthrough: enrolled pods' IPv6 TCP bypasses the "
+			 "mesh (no mTLS, no policy), counted as pass_ipv6");
 	}
 	err = amb_redirect__load(b->redir);
 	if (err)

@@ -54,6 +54,19 @@ int bpfctl_ensure_bpffs(const char *bpffs);
 
 /* Daemon: load both objects, reusing pinned maps, pin the programs. */
 int bpfctl_load(struct bpfctl *b, const char *bpffs, const char *node);
+
+/* Settings fixed when the programs are loaded (their rodata); zero is the
+ * default of each. */
+struct bpfctl_load_opts {
+	/* Let enrolled pods' IPv6 TCP bypass the mesh (pass_ipv6) instead of
+	 * failing closed (refused_ipv6, drop_ipv6): only for clusters that
+	 * accept IPv6 without mTLS or policy until dual-stack capture exists.
+	 * Logged as a warning. */
+	bool ipv6_passthrough;
+};
+/* bpfctl_load() with settings; lo may be NULL (all defaults). */
+int bpfctl_load_opts(struct bpfctl *b, const char *bpffs, const char *node,
+		     const struct bpfctl_load_opts *lo);
 /* ambientctl: open the pinned maps and programs. -ENOENT when not installed. */
 int bpfctl_open_pinned(struct bpfctl *b, const char *bpffs, const char *node);
 void bpfctl_close(struct bpfctl *b);

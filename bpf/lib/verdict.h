@@ -58,6 +58,25 @@ static __always_inline int excluded_inbound(const struct pkt *p)
 }
 
 /*
+ * An enrolled pod's IPv6 TCP on an excluded port: its connections to an
+ * excluded destination port, and its answers (never a SYN) from a port
+ * excluded inbound. Exclusions mean "never captured" in either family.
+ */
+static __always_inline int excluded_ports6(const struct pkt6 *p)
+{
+	struct amb_excl_port_key pk = { .port = bpf_ntohs(p->dport),
+					.direction = AMB_DIR_OUTBOUND };
+
+	if (bpf_map_lookup_elem(&amb_excl_port, &pk))
+		return 1;
+	if (tcp_flags_syn(p->flags))
+		return 0;
+	pk.port = bpf_ntohs(p->sport);
+	pk.direction = AMB_DIR_INBOUND;
+	return bpf_map_lookup_elem(&amb_excl_port, &pk) != NULL;
+}
+
+/*
  * Assign the packet to sk and make routing deliver it locally: the mark
  * selects the node's `local 0.0.0.0/0` table (installed by the daemon), and
  * PACKET_HOST keeps the stack from treating it as someone else's frame.
@@ -142,33 +161,75 @@ lookup_listener(struct __sk_buff *skb, const struct pkt *p, __u16 port)
 	return sk;
 }
 
+/* Swap the Ethernet addresses: the frame goes back where it came from. */
+static __always_inline int swap_macs(struct __sk_buff *skb)
+{
+	__u8 mac[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return -1;
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Turn the TCP header at l4_off, a SYN with sequence number seq, into the
+ * RST|ACK that refuses it: seq 0, ack seq+1, flags RST|ACK, doff and
+ * options kept (receivers accept options on a RST). Each field is patched
+ * with an incremental update of the TCP checksum; none of them is in the
+ * pseudo-header, so this is the same for IPv4 and IPv6. 0 or -1.
+ */
+static __always_inline int tcp_syn_to_rst(struct __sk_buff *skb, __u32 l4_off,
+					  __u32 seq)
+{
+	__u32 old_seq, new_seq = 0, old_ack, new_ack;
+	__u16 old_word, new_word;
+	__u32 csum_off = l4_off + offsetof(struct tcphdr, check);
+
+	old_seq = bpf_htonl(seq);
+	if (bpf_skb_load_bytes(skb, l4_off + offsetof(struct tcphdr, ack_seq),
+			       &old_ack, 4) < 0)
+		return -1;
+	new_ack = bpf_htonl(seq + 1);
+	if (bpf_skb_load_bytes(skb, l4_off + 12, &old_word, 2) < 0)
+		return -1;
+	/* Keep doff (high nibble of byte 12), set flags byte to RST|ACK. */
+	new_word = old_word;
+	((__u8 *)&new_word)[1] = TCP_FLAG_RST | TCP_FLAG_ACK;
+
+	if (bpf_skb_store_bytes(skb, l4_off + offsetof(struct tcphdr, seq),
+				&new_seq, 4, 0) < 0 ||
+	    bpf_l4_csum_replace(skb, csum_off, old_seq, new_seq, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, l4_off + offsetof(struct tcphdr, ack_seq),
+				&new_ack, 4, 0) < 0 ||
+	    bpf_l4_csum_replace(skb, csum_off, old_ack, new_ack, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, l4_off + 12, &new_word, 2, 0) < 0 ||
+	    bpf_l4_csum_replace(skb, csum_off, old_word, new_word, 2) < 0)
+		return -1;
+	return 0;
+}
+
 /*
  * Fail closed with a real refusal: turn the SYN into a RST|ACK for it and
  * send it back out of the interface it came in on, so the caller sees
  * "connection refused" at once instead of a silent timeout. Addresses and
  * ports are swapped (sum-neutral for both checksums); seq, ack and flags
- * are patched with incremental checksum updates. Options stay as they are,
- * which receivers accept on a RST.
+ * are patched by tcp_syn_to_rst().
  */
 static __always_inline int refuse_syn_as(struct __sk_buff *skb,
 					 const struct pkt *p, __u32 refused,
 					 __u32 dropped)
 {
-	__u8 mac[12], swapped[12];
-	__u32 old_seq, new_seq = 0, old_ack, new_ack;
-	__u16 old_word, new_word;
-	__u32 csum_off = p->l4_off + offsetof(struct tcphdr, check);
 	__u32 ip_off = sizeof(struct ethhdr);
 
 	/* A SYN carrying data (TFO) would need its payload cut and the IP
 	 * header rewritten; such callers get a silent drop instead. */
 	if (p->payload_len)
 		goto fail;
-	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-		goto fail;
-	__builtin_memcpy(swapped, mac + 6, 6);
-	__builtin_memcpy(swapped + 6, mac, 6);
-	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
+	if (swap_macs(skb) < 0)
 		goto fail;
 	if (bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr),
 				&p->daddr, 4, 0) < 0 ||
@@ -179,31 +240,46 @@ static __always_inline int refuse_syn_as(struct __sk_buff *skb,
 	    bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct tcphdr, dest),
 				&p->sport, 2, 0) < 0)
 		goto fail;
-
-	old_seq = bpf_htonl(p->seq);
-	if (bpf_skb_load_bytes(skb, p->l4_off + offsetof(struct tcphdr, ack_seq),
-			       &old_ack, 4) < 0)
-		goto fail;
-	new_ack = bpf_htonl(p->seq + 1);
-	if (bpf_skb_load_bytes(skb, p->l4_off + 12, &old_word, 2) < 0)
-		goto fail;
-	/* Keep doff (high nibble of byte 12), set flags byte to RST|ACK. */
-	new_word = old_word;
-	((__u8 *)&new_word)[1] = TCP_FLAG_RST | TCP_FLAG_ACK;
-
-	if (bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct tcphdr, seq),
-				&new_seq, 4, 0) < 0 ||
-	    bpf_l4_csum_replace(skb, csum_off, old_seq, new_seq, 4) < 0 ||
-	    bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct tcphdr, ack_seq),
-				&new_ack, 4, 0) < 0 ||
-	    bpf_l4_csum_replace(skb, csum_off, old_ack, new_ack, 4) < 0 ||
-	    bpf_skb_store_bytes(skb, p->l4_off + 12, &new_word, 2, 0) < 0 ||
-	    bpf_l4_csum_replace(skb, csum_off, old_word, new_word, 2) < 0)
+	if (tcp_syn_to_rst(skb, p->l4_off, p->seq) < 0)
 		goto fail;
 	count(skb, refused);
 	return bpf_redirect(skb->ifindex, 0);
 fail:
 	return drop(skb, dropped);
+}
+
+/*
+ * refuse_syn_as() for IPv6: the two 16-byte addresses swapped in place
+ * (the pseudo-header sum is the same either way), extension headers kept
+ * as they are (hop-by-hop and destination options mean the same on the way
+ * back). A SYN with data or behind a routing header (its path would have
+ * to be reversed too) is dropped instead: connect() sends neither.
+ */
+static __always_inline int refuse_syn6(struct __sk_buff *skb,
+				       const struct pkt6 *p)
+{
+	__u32 addr_off = sizeof(struct ethhdr) + offsetof(struct ipv6hdr, saddr);
+	__u8 addrs[32], swapped[32];
+
+	if (p->payload_len || p->routed)
+		goto fail;
+	if (swap_macs(skb) < 0 ||
+	    bpf_skb_load_bytes(skb, addr_off, addrs, sizeof(addrs)) < 0)
+		goto fail;
+	__builtin_memcpy(swapped, addrs + 16, 16);
+	__builtin_memcpy(swapped + 16, addrs, 16);
+	if (bpf_skb_store_bytes(skb, addr_off, swapped, 32, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct tcphdr, source),
+				&p->dport, 2, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, p->l4_off + offsetof(struct tcphdr, dest),
+				&p->sport, 2, 0) < 0)
+		goto fail;
+	if (tcp_syn_to_rst(skb, p->l4_off, p->seq) < 0)
+		goto fail;
+	count(skb, AMB_R_REFUSED_IPV6);
+	return bpf_redirect(skb->ifindex, 0);
+fail:
+	return drop(skb, AMB_R_DROP_IPV6);
 }
 
 static __always_inline int refuse_syn(struct __sk_buff *skb, const struct pkt *p)

@@ -30,28 +30,40 @@
 
 /*
  * Why a packet got its verdict. Index of the per-CPU counter array; the
- * string table in userspace (bpf_reason_name) must follow this order.
+ * string table in userspace (bpfctl_reason_name) must follow this order.
  */
 enum amb_reason {
 	AMB_R_ASSIGN_ESTABLISHED = 0, /* established tunnel flow, sent to its socket */
 	AMB_R_ASSIGN_OUTBOUND,        /* pod SYN assigned to the 15001 listener */
 	AMB_R_ASSIGN_INBOUND,         /* SYN to a pod assigned to 15006 */
 	AMB_R_ASSIGN_HBONE,           /* SYN to pod:15008 assigned to 15008 */
-	AMB_R_PASS_NON_TCP,           /* enrolled traffic that is not TCP/IPv4 */
+	AMB_R_PASS_NON_TCP,           /* enrolled pod's non-TCP (IPv4 or IPv6) */
 	AMB_R_PASS_EXCLUDED,          /* destination port/CIDR excluded */
 	AMB_R_PASS_NO_SOCKET,         /* non-SYN without a tunnel socket */
 	AMB_R_DROP_SPOOFED,           /* source IP is not the pod's own */
 	AMB_R_DROP_NO_LISTENER,       /* fail closed: the tunnel does not listen */
 	AMB_R_DROP_ASSIGN_FAILED,     /* bpf_sk_assign refused the socket */
-	AMB_R_DROP_MALFORMED,         /* truncated or inconsistent headers */
+	AMB_R_DROP_MALFORMED,         /* truncated or inconsistent headers; IPv6:
+				       * also more extension headers than
+				       * AMB_IPV6_MAX_EXT */
 	AMB_R_REFUSED_NO_LISTENER,    /* fail closed with a RST back to the pod */
 	AMB_R_REFUSED_POLICY,         /* plaintext SYN denied by policy: RST */
 	AMB_R_DROP_POLICY,            /* denied by policy, RST not possible */
+	/* IPv6 is not tunneled yet: an enrolled pod's IPv6 TCP fails closed
+	 * (unless loaded with ipv6_passthrough). */
+	AMB_R_REFUSED_IPV6,   /* pod's IPv6 SYN: RST back to the pod */
+	AMB_R_DROP_IPV6,      /* its other IPv6 TCP (or a SYN no RST fits) */
+	AMB_R_DROP_IPV6_FRAG, /* its IPv6 fragment that may carry TCP */
+	AMB_R_PASS_IPV6,      /* its IPv6 TCP let through (passthrough) */
 	AMB_R_MAX,
 };
 /* Slots of amb_counters: room for new reasons without changing the pinned
  * map's shape. */
 #define AMB_R_SLOTS 32
+
+/* Extension headers the tc programs walk to find an IPv6 packet's TCP
+ * header; a longer chain fails closed (AMB_R_DROP_MALFORMED). */
+#define AMB_IPV6_MAX_EXT 4
 
 /* Value of the per-CPU counter array amb_counters (key: enum amb_reason). */
 struct amb_counter {

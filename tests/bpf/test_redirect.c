@@ -23,6 +23,15 @@
  * check the real verdict, counter and mark.
  * The last section ("live") attaches amb_tc_pod to lo's real tc ingress in
  * the private netns and checks the successful assignment end to end.
+ *
+ * IPv6 (not tunneled yet) fails closed in amb_tc_pod: its cases check the
+ * RST built for a SYN byte by byte (checksum recomputed here over the IPv6
+ * pseudo-header), the extension-header walk up to and past its bound,
+ * fragments, and, from a second load of the object with the load-time
+ * setting amb_ipv6_passthrough on, that IPv6 TCP then passes. There is no
+ * live IPv6 case: on lo the RST would come back through amb_tc_pod itself
+ * (a pod's veth sends it to the pod instead); tests/integration/
+ * test_capture.sh covers that with real pods.
  */
 #include "ambientd/bpf_shared.h"
 #include "redirect.skel.h"
@@ -53,6 +62,8 @@
 #define NONE	      (-1) /* no counter may move */
 
 #define POD_IP	  "198.18.9.5"  /* enrolled on ifindex 1 (lo) */
+#define POD6_IP	  "2001:2:0:9::5"
+#define REMOTE6_IP "2001:2:0:2::3"
 #define POD2_IP	  "198.18.9.6"  /* enrolled on ifindex 7 (another veth) */
 #define STRANGER  "198.18.9.99" /* not enrolled */
 #define REMOTE	  "198.19.2.3"
@@ -186,10 +197,48 @@ static void check_rst(const char *name, const uint8_t *in, size_t in_len,
 	   name);
 }
 
+/*
+ * check_rst() for IPv6: the SYN of spec sp turned into RST|ACK in place,
+ * addresses swapped, the rest of the IPv6 header and every extension
+ * header byte for byte as they were, the TCP checksum valid over the IPv6
+ * pseudo-header (computed here, independently of the program).
+ */
+static void check_rst6(const char *name, const struct spec *sp,
+		       const uint8_t *in, size_t in_len, const struct run *r)
+{
+	const uint8_t *ii = in + ETH_HLEN, *oi = r->out + ETH_HLEN;
+	size_t l4 = l4_off6(sp);
+	const uint8_t *it = ii + l4, *ot = oi + l4;
+	size_t seg = in_len - ETH_HLEN - l4;
+
+	ok(r->out_len == in_len, "%s: RST frame has the SYN's length (%u/%zu)",
+	   name, r->out_len, in_len);
+	ok(!memcmp(r->out, in + 6, 6) && !memcmp(r->out + 6, in, 6) &&
+	       !memcmp(r->out + 12, in + 12, 2),
+	   "%s: RST MACs swapped, ethertype kept", name);
+	ok(!memcmp(oi + 8, ii + 24, 16) && !memcmp(oi + 24, ii + 8, 16),
+	   "%s: RST IPv6 addresses swapped", name);
+	ok(!memcmp(oi, ii, 8) && !memcmp(oi + 40, ii + 40, l4 - 40),
+	   "%s: RST IPv6 header and %u extension header(s) otherwise kept",
+	   name, sp->n_ext);
+	ok(get16(ot) == get16(it + 2) && get16(ot + 2) == get16(it),
+	   "%s: RST ports swapped (%u->%u)", name, get16(ot), get16(ot + 2));
+	ok(get32(ot + 4) == 0 && get32(ot + 8) == get32(it + 4) + 1 &&
+	       ot[13] == (F_RST | F_ACK) && ot[12] == it[12],
+	   "%s: RST seq 0, ack_seq %u = seq+1, flags 0x%02x = RST|ACK, doff "
+	   "kept",
+	   name, get32(ot + 8), ot[13]);
+	ok(l4_csum6(oi, ot, seg, IPPROTO_TCP) == 0 &&
+	       !memcmp(ot + 20, it + 20, seg - 20),
+	   "%s: RST TCP checksum valid over the IPv6 pseudo-header, options "
+	   "kept",
+	   name);
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 enum prog_id { POD, INBOUND };
-enum out_check { SAME, RST };
+enum out_check { SAME, RST, RST6 };
 
 struct tcase {
 	const char *name;
@@ -231,6 +280,8 @@ static void run_case(const struct tcase *c)
 	if (c->out == SAME)
 		ok(r.out_len == len && !memcmp(r.out, frame, len),
 		   "%s: frame left untouched", c->name);
+	else if (c->out == RST6)
+		check_rst6(c->name, &c->pkt, frame, len, &r);
 	else
 		check_rst(c->name, frame, len, &r);
 }
@@ -241,12 +292,24 @@ static void run_case(const struct tcase *c)
 	}
 #define SYN(...) TCP(.sport = 40000, .seq = 1000, .flags = F_SYN, __VA_ARGS__)
 #define ACK(...) TCP(.sport = 40000, .seq = 1000, .flags = F_ACK, __VA_ARGS__)
+#define V6(...)                                                                \
+	{                                                                      \
+		.kind = FR_IPV6, __VA_ARGS__                                   \
+	}
+#define SYN6(...) V6(.sport = 40000, .seq = 1000, .flags = F_SYN, __VA_ARGS__)
+#define ACK6(...) V6(.sport = 40000, .seq = 1000, .flags = F_ACK, __VA_ARGS__)
+/* Extension headers of an IPv6 frame, in order. */
+#define EXT(...) .ext = {__VA_ARGS__}, .n_ext = sizeof((uint8_t[]){__VA_ARGS__})
+#define HOP IPPROTO_HOPOPTS
+#define DST IPPROTO_DSTOPTS
+#define RTH IPPROTO_ROUTING
+#define FRG IPPROTO_FRAGMENT
+#define AH  IPPROTO_AH
 
 /* No tunnel listener exists in the namespace. */
 static const struct tcase no_listener_cases[] = {
     /* amb_tc_pod: admission */
     {"pod: ARP", POD, {.kind = FR_ARP}, 0, 0, TC_ACT_OK, NONE, SAME},
-    {"pod: IPv6 TCP SYN", POD, {.kind = FR_IPV6}, 0, 0, TC_ACT_OK, NONE, SAME},
     {"pod: source not enrolled", POD, SYN(.src = STRANGER, .dport = 80), 0, 0,
      TC_ACT_SHOT, AMB_R_DROP_SPOOFED, SAME},
     {"pod: enrolled source, other ifindex", POD,
@@ -361,6 +424,136 @@ static const struct tcase no_listener_cases[] = {
 };
 
 /*
+ * An enrolled pod's IPv6 (amb_tc_pod): TCP fails closed, the rest passes.
+ * Nothing here depends on listeners or on enrollment by IPv4 address.
+ */
+static const struct tcase ipv6_cases[] = {
+    /* SYN: refused with a RST back to the pod */
+    {"pod6: SYN refused with a RST", POD, SYN6(.dport = 80), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
+    {"pod6: SYN with MSS option, seq wraps", POD,
+     V6(.flags = F_SYN, .sport = 40001, .seq = 0xffffffff, .dport = 443,
+	.mss = true),
+     0, 0, TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
+    {"pod6: SYN from any source address (the veth decides)", POD,
+     SYN6(.dport = 80, .src6 = "2001:2:0:9::77"), 0, 0, TC_ACT_REDIRECT,
+     AMB_R_REFUSED_IPV6, RST6},
+    /* the extension-header walk */
+    {"pod6: SYN behind hop-by-hop", POD, SYN6(.dport = 80, EXT(HOP)), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
+    {"pod6: SYN behind hop-by-hop + 16-byte destination options", POD,
+     SYN6(.dport = 80, EXT(HOP, DST)), 0, 0, TC_ACT_REDIRECT,
+     AMB_R_REFUSED_IPV6, RST6},
+    {"pod6: SYN behind 4 headers (the bound; AH in 4-octet units)", POD,
+     SYN6(.dport = 80, .mss = true, EXT(HOP, DST, AH, DST)), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
+    {"pod6: SYN behind 5 headers (past the bound)", POD,
+     SYN6(.dport = 80, EXT(HOP, DST, AH, DST, DST)), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: UDP behind 5 headers (past the bound, not taken for non-TCP)",
+     POD,
+     V6(.proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .payload = 8,
+	EXT(HOP, DST, DST, DST, DST)),
+     0, 0, TC_ACT_SHOT, AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: SYN behind a routing header (dropped, not reflected)", POD,
+     SYN6(.dport = 80, EXT(RTH)), 0, 0, TC_ACT_SHOT, AMB_R_DROP_IPV6, SAME},
+    /* other TCP: dropped */
+    {"pod6: SYN carrying data (dropped)", POD, SYN6(.dport = 80, .payload = 10),
+     0, 0, TC_ACT_SHOT, AMB_R_DROP_IPV6, SAME},
+    {"pod6: ACK", POD, ACK6(.dport = 80), 0, 0, TC_ACT_SHOT, AMB_R_DROP_IPV6,
+     SAME},
+    {"pod6: SYN|ACK (answering an inbound IPv6 SYN)", POD,
+     V6(.flags = F_SYN | F_ACK, .sport = 80, .dport = 40000), 0, 0,
+     TC_ACT_SHOT, AMB_R_DROP_IPV6, SAME},
+    {"pod6: RST", POD, V6(.flags = F_RST, .sport = 40000, .dport = 80), 0, 0,
+     TC_ACT_SHOT, AMB_R_DROP_IPV6, SAME},
+    {"pod6: FIN|ACK with data behind 2 headers", POD,
+     V6(.flags = F_FIN | F_ACK, .sport = 40000, .dport = 80, .payload = 100,
+	EXT(HOP, DST)),
+     0, 0, TC_ACT_SHOT, AMB_R_DROP_IPV6, SAME},
+    /* fragments */
+    {"pod6: first fragment of TCP", POD,
+     SYN6(.dport = 80, .payload = 32, .frag_off = 1, EXT(FRG)), 0, 0,
+     TC_ACT_SHOT, AMB_R_DROP_IPV6_FRAG, SAME},
+    {"pod6: later fragment of TCP", POD,
+     V6(.payload = 64, .frag_off = 185 << 3, EXT(FRG)), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_IPV6_FRAG, SAME},
+    {"pod6: atomic fragment of a SYN", POD, SYN6(.dport = 80, EXT(FRG)), 0, 0,
+     TC_ACT_SHOT, AMB_R_DROP_IPV6_FRAG, SAME},
+    {"pod6: fragment of TCP behind hop-by-hop", POD,
+     SYN6(.dport = 80, .frag_off = 1, EXT(HOP, FRG)), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_IPV6_FRAG, SAME},
+    {"pod6: fragment naming destination options", POD,
+     SYN6(.dport = 80, .frag_off = 1, EXT(FRG, DST)), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_IPV6_FRAG, SAME},
+    {"pod6: fragment of UDP passes", POD,
+     V6(.proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .payload = 40,
+	.frag_off = 1, EXT(FRG)),
+     0, 0, TC_ACT_OK, AMB_R_PASS_NON_TCP, SAME},
+    /* non-TCP passes */
+    {"pod6: ICMPv6 neighbour solicitation", POD,
+     V6(.proto = IPPROTO_ICMPV6, .payload = 16), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_NON_TCP, SAME},
+    {"pod6: ICMPv6 behind hop-by-hop (like MLD)", POD,
+     V6(.proto = IPPROTO_ICMPV6, .payload = 16, EXT(HOP)), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_NON_TCP, SAME},
+    {"pod6: UDP", POD,
+     V6(.proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .payload = 12), 0, 0,
+     TC_ACT_OK, AMB_R_PASS_NON_TCP, SAME},
+    /* malformed */
+    {"pod6: TCP header cut at 10 bytes", POD,
+     SYN6(.dport = 80, .cut = ETH_HLEN + 40 + 10), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: extension header cut", POD,
+     SYN6(.dport = 80, .cut = ETH_HLEN + 40 + 8 + 1, EXT(HOP, DST)), 0, 0,
+     TC_ACT_SHOT, AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: payload_len 10 < TCP header", POD,
+     SYN6(.dport = 80, .tot_len = 10), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: payload_len ends inside the extension headers", POD,
+     SYN6(.dport = 80, .tot_len = 12, EXT(HOP, DST)), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: TCP doff 4", POD, SYN6(.dport = 80, .doff = 4), 0, 0, TC_ACT_SHOT,
+     AMB_R_DROP_MALFORMED, SAME},
+    {"pod6: version 4 in an IPv6 frame", POD, SYN6(.dport = 80, .version = 4),
+     0, 0, TC_ACT_SHOT, AMB_R_DROP_MALFORMED, SAME},
+    /* excluded ports are never captured, IPv6 included */
+    {"pod6: SYN to an excluded port passes", POD, SYN6(.dport = EXCL_PORT), 0,
+     0, TC_ACT_OK, AMB_R_PASS_EXCLUDED, SAME},
+    {"pod6: SYN|ACK from an excluded inbound port passes", POD,
+     V6(.flags = F_SYN | F_ACK, .sport = EXCL_IN_PORT, .dport = 40000), 0, 0,
+     TC_ACT_OK, AMB_R_PASS_EXCLUDED, SAME},
+    {"pod6: SYN from an excluded inbound port is still refused", POD,
+     V6(.flags = F_SYN, .sport = EXCL_IN_PORT, .dport = 80), 0, 0,
+     TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
+    /* amb_tc_inbound never looks into IPv6 (see pod_ipv6()) */
+    {"inbound: IPv6 SYN (uncounted)", INBOUND, SYN6(.dport = 80), 0, 0,
+     TC_ACT_OK, NONE, SAME},
+};
+
+/* The same object loaded with amb_ipv6_passthrough = 1. */
+static const struct tcase passthrough_cases[] = {
+    {"passthrough: pod6 SYN passes", POD, SYN6(.dport = 80), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_IPV6, SAME},
+    {"passthrough: pod6 ACK passes", POD, ACK6(.dport = 80), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_IPV6, SAME},
+    {"passthrough: pod6 TCP fragment passes", POD,
+     SYN6(.dport = 80, .frag_off = 1, EXT(FRG)), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_IPV6, SAME},
+    {"passthrough: pod6 SYN past the walk passes", POD,
+     SYN6(.dport = 80, EXT(HOP, DST, AH, DST, DST)), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_IPV6, SAME},
+    {"passthrough: pod6 ICMPv6 still counted as non-TCP", POD,
+     V6(.proto = IPPROTO_ICMPV6, .payload = 16), 0, 0, TC_ACT_OK,
+     AMB_R_PASS_NON_TCP, SAME},
+    {"passthrough: IPv4 SYN still refused (no listener)", POD, SYN(.dport = 80),
+     0, 0, TC_ACT_REDIRECT, AMB_R_REFUSED_NO_LISTENER, RST},
+    {"passthrough: IPv4 spoofed source still dropped", POD,
+     SYN(.src = STRANGER, .dport = 80), 0, 0, TC_ACT_SHOT, AMB_R_DROP_SPOOFED,
+     SAME},
+};
+
+/*
  * Listeners on 15001 (IP_TRANSPARENT) and 15008 only. Under test_run
  * bpf_sk_assign() fails (see the top of this file), so a found listener
  * shows as drop_assign_failed; the 15006 case proves the port choice.
@@ -381,6 +574,8 @@ static const struct tcase listener_cases[] = {
     {"inbound: SYN to pod:80, only 15008 listens", INBOUND,
      SYN(.src = REMOTE, .dst = POD_IP, .dport = 80), 0, 0, TC_ACT_REDIRECT,
      AMB_R_REFUSED_NO_LISTENER, RST},
+    {"pod6: SYN refused, 15001 listener (IPv6 is never assigned)", POD,
+     SYN6(.dport = 80), 0, 0, TC_ACT_REDIRECT, AMB_R_REFUSED_IPV6, RST6},
 };
 
 static const struct tcase inbound_listener_cases[] = {
@@ -709,6 +904,37 @@ out_hook:
 	bpf_tc_hook_destroy(&hook);
 }
 
+/*
+ * A second instance of the object with amb_ipv6_passthrough set before
+ * load, as bpfctl_load_opts() does for --ipv6-passthrough; same enrolled
+ * pods and exclusions, private maps.
+ */
+static void passthrough_run(void)
+{
+	struct amb_redirect *fail_closed = skel;
+	struct bpf_map *map;
+	size_t i;
+	int err;
+
+	skel = amb_redirect__open();
+	if (!ok(skel != NULL, "passthrough: open redirect skeleton"))
+		goto out;
+	bpf_object__for_each_map(map, skel->obj)
+	    bpf_map__set_pin_path(map, NULL);
+	skel->rodata->amb_ipv6_passthrough = 1;
+	err = amb_redirect__load(skel);
+	if (!ok(err == 0, "passthrough: load with amb_ipv6_passthrough=1 (%d)",
+		err))
+		goto out;
+	if (!ok(setup_maps() == 0, "passthrough: enroll pods, exclusions"))
+		goto out;
+	for (i = 0; i < ARRAY_SIZE(passthrough_cases); i++)
+		run_case(&passthrough_cases[i]);
+out:
+	amb_redirect__destroy(skel);
+	skel = fail_closed;
+}
+
 int main(void)
 {
 	int pins_before, l15001 = -1, l15008 = -1, l15006 = -1, err;
@@ -739,6 +965,9 @@ int main(void)
 
 	for (i = 0; i < ARRAY_SIZE(no_listener_cases); i++)
 		run_case(&no_listener_cases[i]);
+	for (i = 0; i < ARRAY_SIZE(ipv6_cases); i++)
+		run_case(&ipv6_cases[i]);
+	passthrough_run();
 
 	l15001 = listen_on("0.0.0.0", AMB_PORT_OUTBOUND, true);
 	l15008 = listen_on("0.0.0.0", AMB_PORT_HBONE, true);
