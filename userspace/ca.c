@@ -413,18 +413,76 @@ static int create_root(const char *dir, struct ca *ca, char *err, size_t errlen)
 	return ret;
 }
 
+int ca_key_file_check(const char *path, const struct stat *st, uid_t uid,
+		      char *err, size_t errlen)
+{
+	bool open_mode = st->st_mode & (S_IRWXG | S_IRWXO);
+	bool other_owner = st->st_uid != uid;
+
+	if (!S_ISREG(st->st_mode)) {
+		seterr(err, errlen, "%s is not a regular file", path);
+		return -EINVAL;
+	}
+	if (!open_mode && !other_owner)
+		return 0;
+	if (open_mode && other_owner)
+		seterr(
+		    err, errlen,
+		    "%s is owned by uid %u and accessible by group or "
+		    "others (mode %04o): refusing an unprotected CA private "
+		    "key; it must belong to uid %u, which ambientd runs as, "
+		    "with mode 600 or 400: run `chown %u %s && chmod 600 %s`",
+		    path, (unsigned)st->st_uid, (unsigned)(st->st_mode & 07777),
+		    (unsigned)uid, (unsigned)uid, path, path);
+	else if (open_mode)
+		seterr(err, errlen,
+		       "%s is accessible by group or others (mode %04o, owner "
+		       "uid %u): refusing an unprotected CA private key; run "
+		       "`chmod 600 %s`",
+		       path, (unsigned)(st->st_mode & 07777),
+		       (unsigned)st->st_uid, path);
+	else
+		seterr(
+		    err, errlen,
+		    "%s is owned by uid %u, not by uid %u, which ambientd "
+		    "runs as: refusing the CA private key; run `chown %u %s` "
+		    "(and keep it mode 600)",
+		    path, (unsigned)st->st_uid, (unsigned)uid, (unsigned)uid,
+		    path);
+	return -EPERM;
+}
+
 static int load_root(const char *kpath, const char *cpath, struct ca *ca,
 		     char *err, size_t errlen)
 {
+	struct stat st;
 	char buf[128];
 	FILE *f;
-	int ret;
+	int fd, ret;
 
-	f = fopen(kpath, "r");
-	if (!f) {
+	/*
+	 * Checked on the open file, not the path, so what is checked is what
+	 * is read. Symlinks are followed: Kubernetes mounts Secret keys as
+	 * links into a ..data directory. O_NONBLOCK: a FIFO must not hang us.
+	 */
+	fd = open(kpath, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		ret = -errno;
 		seterr(err, errlen, "cannot read %s: %s", kpath,
 		       strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	ret = ca_key_file_check(kpath, &st, geteuid(), err, errlen);
+	f = ret ? NULL : fdopen(fd, "r");
+	if (!f) {
+		if (!ret) {
+			ret = -errno;
+			seterr(err, errlen, "cannot read %s: %s", kpath,
+			       strerror(-ret));
+		}
+		close(fd);
 		return ret;
 	}
 	ERR_clear_error();

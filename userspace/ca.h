@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* ---- SPIFFE identities: spiffe://<trust domain>/ns/<ns>/sa/<sa> ---- */
@@ -103,14 +104,27 @@ struct ca;
  * serialized with flock() on `dir`/ca.lock, so several daemons started at
  * once on the same directory end up with the same root.
  *
- * Loading checks the cert is a CA allowed to sign certificates, the key
+ * Loading checks the key file first (ca_key_file_check, with the effective
+ * uid), then that the cert is a CA allowed to sign certificates, the key
  * matches it, and it is currently valid. On failure returns -errno
- * (-ENOENT: files absent and !create; -EINVAL: bad content; -EEXIST: only one
- * of the two files exists) and writes a sentence naming the file and the
- * problem into err (if errlen > 0).
+ * (-ENOENT: files absent and !create; -EPERM: an unprotected key file;
+ * -EINVAL: bad content; -EEXIST: only one of the two files exists) and
+ * writes a sentence naming the file, the problem and the fix into err (if
+ * errlen > 0).
  */
 int ca_open(const char *dir, bool create, struct ca **out, char *err,
 	    size_t errlen);
+
+/*
+ * Whether a CA private key file with status *st may be used by a daemon
+ * running as `uid`, the way ssh refuses unprotected private keys: it must
+ * be a regular file owned by uid with no group or other permission bits
+ * (0600 or 0400). Returns 0, -EPERM (mode or owner; err says which and
+ * gives the chmod/chown to run) or -EINVAL (not a regular file). A pure
+ * function of its arguments.
+ */
+int ca_key_file_check(const char *path, const struct stat *st, uid_t uid,
+		      char *err, size_t errlen);
 void ca_free(struct ca *ca);
 
 /* The root certificate (borrowed; lives as long as ca). */

@@ -90,6 +90,18 @@ static void test_spiffe(void)
 	    {"https://cluster.local/ns/a/sa/b", false, false},
 	    {"spiffe://cluster.local/", false, false},
 	    {"spiffe://cluster.local/nx/a/sa/b", false, true},
+	    /* The SPIFFE ID spec's other rules (tls_cert_identity uses them).
+	     */
+	    {"spiffe://cluster.local/ns/a%20b/sa/b", false, false},
+	    {"spiffe://cluster%2elocal/ns/a/sa/b", false, false},
+	    {"spiffe://cluster.local:8080/ns/a/sa/b", false, false},
+	    {"spiffe://u@cluster.local/ns/a/sa/b", false, false},
+	    {"spiffe://cluster.local/ns/a/sa/b#f", false, false},
+	    {"spiffe://cluster.local/ns/a/sa/b/", false, false},
+	    {"spiffe://cluster.local/ns/./sa/b", false, false},
+	    {"SPIFFE://cluster.local/ns/a/sa/b", false, false},
+	    {"spiffe://[::1]/ns/a/sa/b", false, false},
+	    {"spiffe://10.0.0.1/ns/a/sa/b", true, true},
 	    {"", false, false},
 	};
 	struct spiffe_parts p;
@@ -113,6 +125,27 @@ static void test_spiffe(void)
 	ok(spiffe_trust_domain("spiffe://a.b/c", 14, td) == 0 &&
 	       !strcmp(td, "a.b"),
 	   "spiffe_trust_domain extracts the trust domain");
+	{
+		/* At most 2048 bytes in all, 255 for the trust domain. */
+		static char id[SPIFFE_ID_MAX + 2];
+
+		memset(id, 'a', sizeof(id) - 1);
+		memcpy(id, "spiffe://td/", 12);
+		ok(spiffe_trust_domain(id, SPIFFE_ID_MAX, NULL) == 0 &&
+		       spiffe_trust_domain(id, SPIFFE_ID_MAX + 1, NULL) ==
+			   -EINVAL,
+		   "2048 bytes accepted, 2049 refused");
+		memset(id, 't', sizeof(id) - 1);
+		memcpy(id, "spiffe://", 9);
+		memcpy(id + 9 + 255, "/w", 2);
+		ok(spiffe_trust_domain(id, 9 + 255 + 2, td) == 0 &&
+		       strlen(td) == 255,
+		   "255-byte trust domain accepted");
+		id[9 + 255] = 't';
+		memcpy(id + 9 + 256, "/w", 2);
+		ok(spiffe_trust_domain(id, 9 + 256 + 2, NULL) == -EINVAL,
+		   "256-byte trust domain refused");
+	}
 	/* A SAN is length-delimited and could hide a NUL. */
 	ok(spiffe_trust_domain("spiffe://a.b\0/c", 15, NULL) == -EINVAL,
 	   "embedded NUL rejected");
@@ -375,6 +408,169 @@ static void test_root(void)
 	ca_free(ca);
 }
 
+/* ---- the key file's mode and owner ---- */
+
+static void test_key_perms(void)
+{
+	static const struct {
+		mode_t mode;
+		bool other_owner;
+		int want;
+		const char *what;
+	} cases[] = {
+	    {S_IFREG | 0600, false, 0, "0600"},
+	    {S_IFREG | 0400, false, 0, "0400"},
+	    {S_IFREG | 0700, false, 0, "0700 (owner bits only)"},
+	    {S_IFREG | 0640, false, -EPERM, "0640: group readable"},
+	    {S_IFREG | 0620, false, -EPERM, "0620: group writable"},
+	    {S_IFREG | 0610, false, -EPERM, "0610: group executable"},
+	    {S_IFREG | 0604, false, -EPERM, "0604: others readable"},
+	    {S_IFREG | 0602, false, -EPERM, "0602: others writable"},
+	    {S_IFREG | 0644, false, -EPERM, "0644"},
+	    {S_IFREG | 0600, true, -EPERM, "0600 but another owner"},
+	    {S_IFREG | 0644, true, -EPERM, "0644 and another owner"},
+	    {S_IFDIR | 0700, false, -EINVAL, "a directory"},
+	    {S_IFIFO | 0600, false, -EINVAL, "a FIFO"},
+	};
+	struct ca *ca = NULL;
+	char err[512];
+	int ret;
+
+	/* The pure check, for any uid: nothing here depends on being root. */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct stat st = {.st_mode = cases[i].mode,
+				  .st_uid = cases[i].other_owner ? 4321 : 1234};
+
+		err[0] = '\0';
+		ret = ca_key_file_check("/x/ca-key.pem", &st, 1234, err,
+					sizeof(err));
+		ok(ret == cases[i].want &&
+		       (!ret || strstr(err, "/x/ca-key.pem")) &&
+		       (ret != -EPERM || (st.st_mode & 077) == 0 ||
+			strstr(err, "chmod 600")) &&
+		       (ret != -EPERM || !cases[i].other_owner ||
+			(strstr(err, "uid 4321") && strstr(err, "chown 1234"))),
+		   "key file %s -> %d%s%s", cases[i].what, ret, ret ? ": " : "",
+		   err);
+	}
+
+	/* Through ca_open, on a copy of the CA made by test_root. */
+	mkdir(path_in("perm", NULL), 0700);
+	copy_file(path_in("a", "ca-cert.pem"), path_in("perm", "ca-cert.pem"));
+	copy_file(path_in("a", "ca-key.pem"), path_in("perm", "ca-key.pem"));
+	{
+		static const mode_t bad[] = {0644, 0640, 0604, 0660};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char mode[8];
+
+			chmod(path_in("perm", "ca-key.pem"), bad[i]);
+			snprintf(mode, sizeof(mode), "%04o", bad[i]);
+			ret = ca_open(path_in("perm", NULL), false, &ca, err,
+				      sizeof(err));
+			ok(ret == -EPERM && !ca &&
+			       strstr(err, "perm/ca-key.pem") &&
+			       strstr(err, mode) && strstr(err, "chmod 600"),
+			   "ca_open refuses a %s key: %s", mode, err);
+			ca_free(ca);
+			ca = NULL;
+		}
+	}
+	chmod(path_in("perm", "ca-key.pem"), 0400);
+	ret = ca_open(path_in("perm", NULL), false, &ca, err, sizeof(err));
+	ok(ret == 0, "ca_open takes a 0400 key (a Kubernetes Secret's "
+		     "defaultMode 0400)");
+	ca_free(ca);
+	ca = NULL;
+
+	/* A Secret volume: ca-key.pem is a symlink into ..data/. */
+	mkdir(path_in("secret", NULL), 0700);
+	mkdir(path_in("secret", "..data"), 0700);
+	copy_file(path_in("a", "ca-key.pem"),
+		  path_in("secret", "..data/ca-key.pem"));
+	copy_file(path_in("a", "ca-cert.pem"),
+		  path_in("secret", "..data/ca-cert.pem"));
+	symlink("..data/ca-key.pem", path_in("secret", "ca-key.pem"));
+	symlink("..data/ca-cert.pem", path_in("secret", "ca-cert.pem"));
+	chmod(path_in("secret", "..data/ca-key.pem"), 0400);
+	ret = ca_open(path_in("secret", NULL), false, &ca, err, sizeof(err));
+	ok(ret == 0,
+	   "symlinked key (Secret volume layout), target 0400: "
+	   "taken (%s)",
+	   ret ? err : "ok");
+	ca_free(ca);
+	ca = NULL;
+	chmod(path_in("secret", "..data/ca-key.pem"), 0644);
+	ret = ca_open(path_in("secret", NULL), false, &ca, err, sizeof(err));
+	ok(ret == -EPERM && strstr(err, "0644"),
+	   "symlinked key: the target's mode counts, not the link's: %s", err);
+	ca_free(ca);
+	ca = NULL;
+
+	/* Another owner: root can make one; anyone else borrows root's. */
+	if (geteuid() == 0) {
+		chmod(path_in("perm", "ca-key.pem"), 0600);
+		if (chown(path_in("perm", "ca-key.pem"), 65534, 65534))
+			diag("chown: %s", strerror(errno));
+		ret = ca_open(path_in("perm", NULL), false, &ca, err,
+			      sizeof(err));
+		ok(ret == -EPERM && strstr(err, "owned by uid 65534") &&
+		       strstr(err, "chown 0 "),
+		   "ca_open refuses a key owned by another uid: %s", err);
+	} else {
+		unlink(path_in("perm", "ca-key.pem"));
+		symlink("/etc/passwd", path_in("perm", "ca-key.pem"));
+		ret = ca_open(path_in("perm", NULL), false, &ca, err,
+			      sizeof(err));
+		ok(ret == -EPERM && strstr(err, "owned by uid 0"),
+		   "ca_open refuses a key owned by another uid (root's "
+		   "/etc/passwd): %s",
+		   err);
+	}
+	ca_free(ca);
+	ca = NULL;
+
+	/* Not a regular file: refused at once (a FIFO must not block). */
+	unlink(path_in("perm", "ca-key.pem"));
+	mkfifo(path_in("perm", "ca-key.pem"), 0600);
+	ret = ca_open(path_in("perm", NULL), false, &ca, err, sizeof(err));
+	ok(ret == -EINVAL && strstr(err, "not a regular file"),
+	   "a FIFO as ca-key.pem: %s", err);
+	ca_free(ca);
+	ca = NULL;
+
+	/* What ca_open creates is protected whatever the umask. */
+	{
+		mode_t old = umask(0);
+		struct stat st;
+		bool good;
+
+		ret = ca_open(path_in("umask0", NULL), true, &ca, err,
+			      sizeof(err));
+		umask(old);
+		good = ret == 0;
+		good = good && stat(path_in("umask0", NULL), &st) == 0 &&
+		       (st.st_mode & 07777) == 0700;
+		good = good &&
+		       stat(path_in("umask0", "ca-key.pem"), &st) == 0 &&
+		       (st.st_mode & 07777) == 0600 && st.st_uid == geteuid();
+		good = good && stat(path_in("umask0", "ca.lock"), &st) == 0 &&
+		       (st.st_mode & 077) == 0;
+		good = good &&
+		       stat(path_in("umask0", "ca-cert.pem"), &st) == 0 &&
+		       (st.st_mode & 07777) == 0644;
+		ok(good, "created under umask 0: dir 0700, key 0600 owned by "
+			 "us, lock 0600, cert 0644");
+		ca_free(ca);
+		ca = NULL;
+		ret = ca_open(path_in("umask0", NULL), false, &ca, err,
+			      sizeof(err));
+		ok(ret == 0, "and reopening it passes the key check (%s)",
+		   ret ? err : "ok");
+		ca_free(ca);
+	}
+}
+
 /* ---- leaves ---- */
 
 static bool verify_leaf(struct ca *ca, struct leaf *l, int purpose)
@@ -632,8 +828,14 @@ int main(void)
 {
 	if (!mkdtemp(tmpdir))
 		tap_skip_all("cannot create a temp dir");
+	/*
+	 * Files the tests write stand for an operator's CA files: private
+	 * (ca_open refuses keys others can read; test_key_perms tests that).
+	 */
+	umask(077);
 	test_spiffe();
 	test_root();
+	test_key_perms();
 	test_leaf();
 	test_store();
 	rm_rf(tmpdir);
