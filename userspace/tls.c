@@ -130,94 +130,165 @@ static __attribute__((format(printf, 2, 3))) void set_msg(SSL *ssl,
 
 /* ---- SANs ---- */
 
-/* The first URI SAN that is a valid SPIFFE ID. 0, -ENOENT, -ENOSPC. */
-static int cert_spiffe_id(X509 *cert, char *buf, size_t len)
+/* A URI that means to be a SPIFFE ID: scheme "spiffe", in any case. */
+static bool spiffe_scheme(const unsigned char *uri, int n)
 {
+	static const char s[] = "spiffe:";
+
+	if (n < (int)sizeof(s) - 1)
+		return false;
+	for (size_t i = 0; i < sizeof(s) - 1; i++) {
+		unsigned char c = uri[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c += 'a' - 'A';
+		if (c != (unsigned char)s[i])
+			return false;
+	}
+	return true;
+}
+
+int tls_cert_identity(X509 *cert, char *buf, size_t len)
+{
+	const ASN1_IA5STRING *uri = NULL;
+	const unsigned char *s;
 	GENERAL_NAMES *gens;
-	int ret = -ENOENT;
+	int crit = -1, n, ret = -ENOENT;
 
 	if (!cert)
 		return -ENOENT;
-	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+	if (!gens) /* absent (-1); or repeated (-2) or not decodable */
+		return crit == -1 ? -ENOENT : -EINVAL;
 	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
-		const char *uri;
-		int n;
 
 		if (gn->type != GEN_URI)
 			continue;
-		uri = (const char *)ASN1_STRING_get0_data(
-		    gn->d.uniformResourceIdentifier);
-		n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
-		if (spiffe_trust_domain(uri, n, NULL))
-			continue;
-		if ((size_t)n >= len) {
-			ret = -ENOSPC;
-			break;
+		/* X509-SVID §2: a validator MUST reject more than one. */
+		if (uri) {
+			ret = -EINVAL;
+			goto out;
 		}
-		memcpy(buf, uri, n);
-		buf[n] = '\0';
-		ret = 0;
-		break;
+		uri = gn->d.uniformResourceIdentifier;
 	}
+	if (!uri)
+		goto out;
+	s = ASN1_STRING_get0_data(uri);
+	n = ASN1_STRING_length(uri);
+	if (!spiffe_scheme(s, n))
+		goto out; /* -ENOENT: some other URI, no SPIFFE identity */
+	/*
+	 * The SPIFFE ID rules (ca.c), and X509-SVID §5.2: a leaf's ID has a
+	 * path. spiffe_trust_domain() refuses empty segments, so a '/' after
+	 * the trust domain means a non-empty path.
+	 */
+	ret = -EINVAL;
+	if (spiffe_trust_domain((const char *)s, n, NULL) ||
+	    !memchr(s + strlen("spiffe://"), '/', n - strlen("spiffe://")))
+		goto out;
+	ret = -ENOSPC;
+	if ((size_t)n >= len)
+		goto out;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	ret = 0;
+out:
 	GENERAL_NAMES_free(gens);
 	return ret;
 }
 
 int tls_peer_identity(SSL *ssl, char *buf, size_t len)
 {
-	return cert_spiffe_id(SSL_get0_peer_certificate(ssl), buf, len);
+	return tls_cert_identity(SSL_get0_peer_certificate(ssl), buf, len);
 }
 
 bool tls_peer_matches(SSL *ssl, const char *const *expected, size_t n)
 {
-	X509 *cert = SSL_get0_peer_certificate(ssl);
-	GENERAL_NAMES *gens;
-	bool match = false;
+	char id[SPIFFE_ID_MAX + 1];
 
-	if (!cert)
+	if (tls_peer_identity(ssl, id, sizeof(id)))
 		return false;
-	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	for (int i = 0; !match && i < sk_GENERAL_NAME_num(gens); i++) {
-		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
-		const unsigned char *uri;
-		size_t ulen;
-
-		if (gn->type != GEN_URI)
-			continue;
-		uri = ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
-		ulen = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
-		for (size_t j = 0; !match && j < n; j++)
-			match = expected[j] && strlen(expected[j]) == ulen &&
-				!memcmp(expected[j], uri, ulen);
-	}
-	GENERAL_NAMES_free(gens);
-	return match;
+	for (size_t j = 0; j < n; j++)
+		if (expected[j] && !strcmp(expected[j], id))
+			return true;
+	return false;
 }
 
 /* ---- contexts ---- */
 
 /*
- * Server-side chain check hook: after OpenSSL accepted the chain (depth 0,
- * preverify_ok), require a SPIFFE URI SAN in our trust domain.
+ * Why tls_cert_identity() refused `cert` (rc), as a sentence for the log:
+ * printable ASCII only and bounded, since the peer chose the bytes.
  */
-static int server_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
+static void identity_refusal(X509 *cert, int rc, char *msg, size_t len)
+{
+	GENERAL_NAMES *gens;
+	char uri[97];
+	int n_uri = 0;
+
+	uri[0] = '\0';
+	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
+		const unsigned char *s;
+		int n, o = 0;
+
+		if (gn->type != GEN_URI || n_uri++)
+			continue;
+		s = ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier);
+		n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
+		for (int k = 0; k < n && o < (int)sizeof(uri) - 4; k++)
+			uri[o++] =
+			    s[k] >= 0x20 && s[k] < 0x7f ? (char)s[k] : '?';
+		uri[o] = '\0';
+		if (o < n)
+			strcpy(uri + o, "...");
+	}
+	GENERAL_NAMES_free(gens);
+	if (rc == -ENOENT)
+		snprintf(msg, len, "peer certificate has no SPIFFE URI SAN");
+	else if (n_uri > 1)
+		snprintf(msg, len,
+			 "peer certificate has %d URI SANs (a SPIFFE "
+			 "certificate has exactly one)",
+			 n_uri);
+	else if (n_uri == 1)
+		snprintf(msg, len, "peer URI SAN %s is not a valid SPIFFE ID",
+			 uri);
+	else
+		snprintf(msg, len,
+			 "peer certificate has a malformed or repeated "
+			 "subjectAltName extension");
+}
+
+/*
+ * Both sides' chain check hook: after OpenSSL accepted the chain (depth 0,
+ * preverify_ok), require exactly one URI SAN, a valid SPIFFE ID (see
+ * tls_cert_identity); the server also requires it in its trust domain
+ * (ex_data td_idx of its context). The client checks which identity it is
+ * after the handshake (tls_peer_matches), as that depends on the dial.
+ */
+static int verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(
 	    xs, SSL_get_ex_data_X509_STORE_CTX_idx());
-	char id[SPIFFE_ID_MAX + 1], td[SPIFFE_TD_MAX + 1];
+	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+	char id[SPIFFE_ID_MAX + 1], td[SPIFFE_TD_MAX + 1], msg[256];
 	const char *want;
+	int rc;
 
 	if (!preverify_ok || !ssl || X509_STORE_CTX_get_error_depth(xs) != 0)
 		return preverify_ok;
+	rc = tls_cert_identity(cert, id, sizeof(id));
+	if (rc) {
+		identity_refusal(cert, rc, msg, sizeof(msg));
+		set_msg(ssl, "%s", msg);
+		goto reject;
+	}
 	want = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), td_idx);
 	if (!want)
 		return 1;
-	if (cert_spiffe_id(X509_STORE_CTX_get_current_cert(xs), id,
-			   sizeof(id))) {
-		set_msg(ssl, "peer certificate has no SPIFFE URI SAN");
-		goto reject;
-	}
 	spiffe_trust_domain(id, strlen(id), td);
 	if (strcmp(td, want)) {
 		set_msg(ssl, "peer identity %s not in trust domain %s", id,
@@ -339,7 +410,7 @@ SSL_CTX *tls_ctx_server(const struct leaf *leaf, X509_STORE *trust,
 	}
 	SSL_CTX_set_verify(ctx,
 			   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-			   server_verify_cb);
+			   verify_cb);
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
 	return ctx;
@@ -352,7 +423,7 @@ SSL_CTX *tls_ctx_client(const struct leaf *leaf, X509_STORE *trust)
 
 	if (!ctx)
 		return NULL;
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
 	/* Returns 0 on success, unlike most of OpenSSL. */
 	if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn))) {
 		log_ctx_error("setting ALPN");

@@ -11,10 +11,11 @@
  * cache (HBONE pools connections instead of resuming them); a peer closing
  * TCP without close_notify reads as a clean EOF (HTTP/2 frames its own end).
  *
- * The server requires a client certificate chaining to `trust` whose SPIFFE
- * URI SAN is in the server's trust domain, and refuses clients that do not
- * offer ALPN h2. The client verifies the server chain against `trust`; which
- * identities it accepts is the caller's decision after the handshake
+ * The server requires a client certificate chaining to `trust` whose one
+ * SPIFFE URI SAN (tls_cert_identity) is in the server's trust domain, and
+ * refuses clients that do not offer ALPN h2. The client verifies the server
+ * chain against `trust` and requires one valid SPIFFE URI SAN too; which
+ * identity it accepts is the caller's decision after the handshake
  * (tls_peer_matches), since it depends on the destination.
  *
  * Contexts are immutable once built and may be shared by threads; build a
@@ -36,30 +37,49 @@ struct loop;
 /*
  * Server context presenting `leaf` and accepting clients whose chain ends
  * in `trust` (e.g. ca_trust_store(); the context takes its own reference)
- * and whose URI SAN is spiffe://<trust_domain>/... Returns a new SSL_CTX
- * (SSL_CTX_free it) or NULL; the reason is logged.
+ * and whose one URI SAN is spiffe://<trust_domain>/... Returns a new
+ * SSL_CTX (SSL_CTX_free it) or NULL; the reason is logged.
  */
 SSL_CTX *tls_ctx_server(const struct leaf *leaf, X509_STORE *trust,
 			const char *trust_domain);
 
 /*
  * Client context presenting `leaf` (NULL: no certificate — only useful to
- * test that servers refuse it), verifying the server chain against `trust`.
- * Returns a new SSL_CTX or NULL (logged).
+ * test that servers refuse it), verifying the server chain against `trust`
+ * and that the server certificate has one valid SPIFFE URI SAN. Returns a
+ * new SSL_CTX or NULL (logged).
  */
 SSL_CTX *tls_ctx_client(const struct leaf *leaf, X509_STORE *trust);
 
 /*
- * The peer's SPIFFE identity: the first URI SAN of its certificate that is
- * a valid SPIFFE ID. Returns 0, -ENOENT (no certificate or no SPIFFE URI
- * SAN) or -ENOSPC (buf too short).
+ * The SPIFFE identity of a certificate, the one function that extracts it
+ * (both handshake checks and everything after them use it). A pure
+ * function of the certificate: fuzz it freely.
+ *
+ * As the SPIFFE X509-SVID spec says (§2, §5.2), and stricter than ztunnel
+ * (which accepts a peer if any URI SAN that parses as an Istio identity
+ * matches, and takes the first as the peer's identity): the certificate
+ * must carry exactly one URI SAN, and it must be a valid SPIFFE ID with a
+ * path: scheme "spiffe", trust domain [a-z0-9.-_] (at most 255 bytes, no
+ * port or userinfo), segments [A-Za-z0-9.-_] that are not empty, "." or
+ * "..", no percent-encoding, query or fragment, at most 2048 bytes. DNS
+ * and other SANs and the subject are ignored.
+ *
+ * Returns 0 with the ID NUL-terminated in buf; -ENOENT: no certificate, no
+ * URI SAN, or one whose scheme is not spiffe; -EINVAL: more than one URI
+ * SAN, a malformed SPIFFE ID, or an undecodable or repeated SAN
+ * extension; -ENOSPC: buf shorter than the ID + 1 (SPIFFE_ID_MAX + 1
+ * always suffices). buf is written only on success.
  */
+int tls_cert_identity(X509 *cert, char *buf, size_t len);
+
+/* tls_cert_identity() of the peer's certificate (same results). */
 int tls_peer_identity(SSL *ssl, char *buf, size_t len);
 
 /*
- * Client-side server check: true iff any URI SAN of the peer certificate
- * equals (byte for byte) any of the n expected identities. DNS SANs and the
- * subject are ignored. False without a peer certificate.
+ * Client-side server check: true iff the peer certificate's identity
+ * (tls_cert_identity) equals (byte for byte) any of the n expected
+ * identities. False without a peer certificate or identity.
  */
 bool tls_peer_matches(SSL *ssl, const char *const *expected, size_t n);
 

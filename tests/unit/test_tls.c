@@ -11,6 +11,8 @@
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -427,6 +430,350 @@ static void test_refusals(void)
 	ok(tls_ctx_server(NULL, ca_trust_store(ca_a), TD) == NULL &&
 	       tls_ctx_server(NULL, ca_trust_store(ca_a), "Bad TD") == NULL,
 	   "server context needs a leaf and a valid trust domain");
+	ERR_clear_error();
+}
+
+/* ---- identities: tls_cert_identity() and both handshake checks ---- */
+
+/* One subjectAltName entry for mint(): type GEN_URI/GEN_DNS, raw bytes. */
+struct san {
+	int type;
+	const char *val;
+	int len; /* -1: strlen(val) */
+};
+
+static EVP_PKEY *ca_a_key;
+
+static int add_sans(X509 *x, const struct san *sans, size_t n)
+{
+	GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+	int good = gens != NULL;
+
+	for (size_t i = 0; good && i < n; i++) {
+		GENERAL_NAME *gn = GENERAL_NAME_new();
+		ASN1_IA5STRING *v = ASN1_IA5STRING_new();
+
+		good = gn && v && ASN1_STRING_set(v, sans[i].val, sans[i].len);
+		if (good) {
+			GENERAL_NAME_set0_value(gn, sans[i].type, v);
+			v = NULL;
+			good = sk_GENERAL_NAME_push(gens, gn) > 0;
+		}
+		if (!good) {
+			GENERAL_NAME_free(gn);
+			ASN1_IA5STRING_free(v);
+		}
+	}
+	/* X509_add_ext appends: called twice it repeats the extension. */
+	if (good) {
+		X509_EXTENSION *ext =
+		    X509V3_EXT_i2d(NID_subject_alt_name, 0, gens);
+
+		good = ext && X509_add_ext(x, ext, -1);
+		X509_EXTENSION_free(ext);
+	}
+	GENERAL_NAMES_free(gens);
+	return good ? 0 : -1;
+}
+
+/*
+ * A leaf signed by ca_a's root with any SANs, the way another CA (or an
+ * attacker holding a mesh CA key) could make one: n_ext SAN extensions,
+ * each holding sans[0..n). n_ext 0: no SAN extension.
+ */
+static X509 *mint(EVP_PKEY *key, const struct san *sans, size_t n, int n_ext)
+{
+	X509 *x = X509_new();
+	X509V3_CTX v3;
+	const char *const ext[][2] = {
+	    {"basicConstraints", "critical,CA:FALSE"},
+	    {"keyUsage", "critical,digitalSignature"},
+	    {"extendedKeyUsage", "serverAuth,clientAuth"},
+	};
+	time_t now = time(NULL);
+	int good;
+
+	good =
+	    x && X509_set_version(x, X509_VERSION_3) &&
+	    ASN1_INTEGER_set(X509_get_serialNumber(x), (long)now) &&
+	    ASN1_TIME_set(X509_getm_notBefore(x), now - 60) &&
+	    ASN1_TIME_set(X509_getm_notAfter(x), now + 3600) &&
+	    X509_set_pubkey(x, key) &&
+	    X509_NAME_add_entry_by_txt(
+		X509_get_subject_name(x), "O", MBSTRING_ASC,
+		(const unsigned char *)"test", -1, -1, 0) &&
+	    X509_set_issuer_name(x, X509_get_subject_name(ca_root_cert(ca_a)));
+	X509V3_set_ctx(&v3, ca_root_cert(ca_a), x, NULL, NULL, 0);
+	for (size_t i = 0; good && i < sizeof(ext) / sizeof(ext[0]); i++) {
+		X509_EXTENSION *e =
+		    X509V3_EXT_nconf(NULL, &v3, ext[i][0], ext[i][1]);
+
+		good = e && X509_add_ext(x, e, -1);
+		X509_EXTENSION_free(e);
+	}
+	for (int i = 0; good && i < n_ext; i++)
+		good = !add_sans(x, sans, n);
+	good = good && X509_sign(x, ca_a_key, EVP_sha256()) > 0;
+	if (!good) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* A leaf (as ca.c makes them) around mint(); NULL on failure. */
+static struct leaf *mint_leaf(const struct san *sans, size_t n)
+{
+	struct leaf *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	atomic_init(&l->refs, 1);
+	l->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	l->cert = l->key ? mint(l->key, sans, n, 1) : NULL;
+	l->identity = strdup("minted by test_tls");
+	if (!l->cert || !l->identity) {
+		leaf_unref(l);
+		return NULL;
+	}
+	return l;
+}
+
+#define URI(s)	      ((struct san){GEN_URI, (s), -1})
+#define URI_RAW(s, n) ((struct san){GEN_URI, (s), (n)})
+/* A string literal that may hold a NUL. */
+#define URI_LIT(s) ((struct san){GEN_URI, (s), sizeof(s) - 1})
+#define DNS(s)	   ((struct san){GEN_DNS, (s), -1})
+#define SANS(...)  ((const struct san[]){__VA_ARGS__})
+
+static void test_identity(void)
+{
+	static char long_id[SPIFFE_ID_MAX + 2], long_td[300];
+	const struct {
+		const char *what;
+		const struct san *sans;
+		size_t n;
+		int n_ext;
+		int want;
+	} cases[] = {
+	    {"no SAN extension", NULL, 0, 0, -ENOENT},
+	    {"DNS SAN only", SANS(DNS("server.example")), 1, 1, -ENOENT},
+	    {"one SPIFFE URI SAN", SANS(URI(SERVER_ID)), 1, 1, 0},
+	    {"one URI SAN among DNS SANs",
+	     SANS(DNS("a.example"), URI(SERVER_ID), DNS("b.example")), 3, 1, 0},
+	    {"non-Istio SPIFFE path", SANS(URI("spiffe://cluster.local/w/1")),
+	     1, 1, 0},
+	    {"two URI SANs, the same", SANS(URI(SERVER_ID), URI(SERVER_ID)), 2,
+	     1, -EINVAL},
+	    {"two URI SANs, both in the trust domain",
+	     SANS(URI(SERVER_ID), URI(CLIENT_ID)), 2, 1, -EINVAL},
+	    {"an https URI SAN and a SPIFFE one",
+	     SANS(URI("https://server.example/"), URI(SERVER_ID)), 2, 1,
+	     -EINVAL},
+	    {"the SAN extension twice", SANS(URI(SERVER_ID)), 1, 2, -EINVAL},
+	    {"an https URI SAN only", SANS(URI("https://server.example/")), 1,
+	     1, -ENOENT},
+	    {"an empty URI SAN", SANS(URI("")), 1, 1, -ENOENT},
+	    {"no path (a trust domain's own ID)",
+	     SANS(URI("spiffe://cluster.local")), 1, 1, -EINVAL},
+	    {"only a slash after the trust domain",
+	     SANS(URI("spiffe://cluster.local/")), 1, 1, -EINVAL},
+	    {"scheme in capitals",
+	     SANS(URI("SPIFFE://cluster.local/ns/a/sa/b")), 1, 1, -EINVAL},
+	    {"trust domain in capitals",
+	     SANS(URI("spiffe://Cluster.local/ns/a/sa/b")), 1, 1, -EINVAL},
+	    {"percent-encoding",
+	     SANS(URI("spiffe://cluster.local/ns/a%2Fb/sa/c")), 1, 1, -EINVAL},
+	    {"percent-encoded trust domain",
+	     SANS(URI("spiffe://cluster%2Elocal/ns/a/sa/c")), 1, 1, -EINVAL},
+	    {"'.' segment", SANS(URI("spiffe://cluster.local/ns/./sa/c")), 1, 1,
+	     -EINVAL},
+	    {"'..' segment", SANS(URI("spiffe://cluster.local/ns/../sa/c")), 1,
+	     1, -EINVAL},
+	    {"empty segment", SANS(URI("spiffe://cluster.local/ns//sa/c")), 1,
+	     1, -EINVAL},
+	    {"trailing slash", SANS(URI("spiffe://cluster.local/ns/a/sa/b/")),
+	     1, 1, -EINVAL},
+	    {"port", SANS(URI("spiffe://cluster.local:443/ns/a/sa/b")), 1, 1,
+	     -EINVAL},
+	    {"userinfo", SANS(URI("spiffe://u@cluster.local/ns/a/sa/b")), 1, 1,
+	     -EINVAL},
+	    {"query", SANS(URI("spiffe://cluster.local/ns/a/sa/b?x=1")), 1, 1,
+	     -EINVAL},
+	    {"fragment", SANS(URI("spiffe://cluster.local/ns/a/sa/b#x")), 1, 1,
+	     -EINVAL},
+	    {"embedded NUL",
+	     SANS(URI_LIT("spiffe://cluster.local/ns/a\0/sa/b")), 1, 1,
+	     -EINVAL},
+	    {"non-ASCII byte",
+	     SANS(URI("spiffe://cluster.local/ns/caf\xc3\xa9/sa/b")), 1, 1,
+	     -EINVAL},
+	    {"2048 bytes", SANS(URI_RAW(long_id, SPIFFE_ID_MAX)), 1, 1, 0},
+	    {"2049 bytes", SANS(URI_RAW(long_id, SPIFFE_ID_MAX + 1)), 1, 1,
+	     -EINVAL},
+	    {"255-byte trust domain", SANS(URI_RAW(long_td, 9 + 255 + 4)), 1, 1,
+	     0},
+	};
+	char buf[SPIFFE_ID_MAX + 1];
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+	/* "spiffe://cluster.local/aaaa...a" and "spiffe://ttt...t/w/1". */
+	memset(long_id, 'a', sizeof(long_id) - 1);
+	memcpy(long_id, "spiffe://cluster.local/", 23);
+	memset(long_td, 't', sizeof(long_td) - 1);
+	memcpy(long_td, "spiffe://", 9);
+	memcpy(long_td + 9 + 255, "/w/1", 4);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct san *uri = NULL;
+		struct san sans[4];
+		X509 *x;
+		int rc;
+
+		for (size_t k = 0; k < cases[i].n; k++) {
+			sans[k] = cases[i].sans[k];
+			if (sans[k].len < 0)
+				sans[k].len = (int)strlen(sans[k].val);
+			if (!uri && sans[k].type == GEN_URI)
+				uri = &sans[k];
+		}
+		x = mint(key, sans, cases[i].n, cases[i].n_ext);
+		strcpy(buf, "untouched");
+		rc = x ? tls_cert_identity(x, buf, sizeof(buf)) : -999;
+		ok(rc == cases[i].want &&
+		       (rc ? !strcmp(buf, "untouched")
+			   : uri && strlen(buf) == (size_t)uri->len &&
+				 !memcmp(buf, uri->val, uri->len)),
+		   "tls_cert_identity: %s -> %d (%s)", cases[i].what, rc,
+		   rc ? "buf untouched" : "the URI");
+		X509_free(x);
+	}
+	{
+		/* 256 bytes: one more 't' in front of the path. */
+		struct san s = {GEN_URI, long_td, 9 + 256 + 4};
+		X509 *x;
+
+		long_td[9 + 255] = 't';
+		memcpy(long_td + 9 + 256, "/w/1", 4);
+		x = mint(key, &s, 1, 1);
+		ok(x && tls_cert_identity(x, buf, sizeof(buf)) == -EINVAL,
+		   "tls_cert_identity: 256-byte trust domain -> -EINVAL");
+		X509_free(x);
+	}
+	{
+		struct san s = {GEN_URI, SERVER_ID, (int)strlen(SERVER_ID)};
+		X509 *x = mint(key, &s, 1, 1);
+
+		strcpy(buf, "untouched");
+		ok(x &&
+		       tls_cert_identity(x, buf, strlen(SERVER_ID)) ==
+			   -ENOSPC &&
+		       !strcmp(buf, "untouched") &&
+		       tls_cert_identity(x, buf, strlen(SERVER_ID) + 1) == 0,
+		   "tls_cert_identity: buffer one byte short -> -ENOSPC, "
+		   "exact fit -> 0");
+		X509_free(x);
+	}
+	ok(tls_cert_identity(NULL, buf, sizeof(buf)) == -ENOENT,
+	   "tls_cert_identity: no certificate -> -ENOENT");
+	EVP_PKEY_free(key);
+}
+
+/* The client refuses the server's certificate with `want` in its reason. */
+static void expect_client_refuses(const char *what, struct leaf *srv_leaf,
+				  const char *want)
+{
+	SSL_CTX *cctx = client_ctx(ca_a, CLIENT_ID);
+	SSL_CTX *sctx = srv_leaf
+			    ? tls_ctx_server(srv_leaf, ca_trust_store(ca_a), TD)
+			    : NULL;
+	struct pair p = {0};
+
+	leaf_unref(srv_leaf);
+	if (!cctx || !sctx || !pair_start(&p, cctx, sctx)) {
+		ok(0, "%s: contexts", what);
+		SSL_CTX_free(cctx);
+		SSL_CTX_free(sctx);
+		return;
+	}
+	SSL_CTX_free(cctx);
+	SSL_CTX_free(sctx);
+	pair_run(&p);
+	ok(!p.timed_out && p.cli.hs_done && !p.cli.hs_ok &&
+	       strstr(p.cli.hs_err, want),
+	   "%s: client refuses: \"%s\"", what, p.cli.hs_err);
+	ok(p.srv.hs_done && !p.srv.hs_ok && p.srv.rx_off == 0,
+	   "%s: server sees: \"%s\"", what, p.srv.hs_err);
+	pair_end(&p);
+}
+
+static SSL_CTX *client_ctx_minted(const struct san *sans, size_t n)
+{
+	struct leaf *l = mint_leaf(sans, n);
+
+	return l ? client_ctx_leaf(l) : NULL;
+}
+
+static void test_identity_handshakes(void)
+{
+	const char *other = "spiffe://cluster.local/ns/b/sa/other";
+
+	expect_refused("client with two URI SANs",
+		       client_ctx_minted(SANS(URI(CLIENT_ID), URI(other)), 2),
+		       server_ctx(ca_a, SERVER_ID),
+		       "peer certificate has 2 URI SANs", "alert");
+	expect_refused(
+	    "client with a malformed SPIFFE ID",
+	    client_ctx_minted(SANS(URI("spiffe://cluster.local/ns/a/sa/c/")),
+			      1),
+	    server_ctx(ca_a, SERVER_ID),
+	    "peer URI SAN spiffe://cluster.local/ns/a/sa/c/ is not a valid "
+	    "SPIFFE ID",
+	    "alert");
+	expect_refused("client with a DNS SAN only",
+		       client_ctx_minted(SANS(DNS("client.example")), 1),
+		       server_ctx(ca_a, SERVER_ID),
+		       "peer certificate has no SPIFFE URI SAN", "alert");
+	/* Even when one of the two is exactly whom the client dials. */
+	expect_client_refuses("server with two URI SANs",
+			      mint_leaf(SANS(URI(SERVER_ID), URI(other)), 2),
+			      "peer certificate has 2 URI SANs");
+	expect_client_refuses(
+	    "server with a malformed SPIFFE ID",
+	    mint_leaf(SANS(URI("spiffe://cluster.local/ns/b/sa/%73erver")), 1),
+	    "is not a valid SPIFFE ID");
+	expect_client_refuses(
+	    "server with control bytes in its URI SAN",
+	    mint_leaf(SANS(URI("spiffe://cluster.local/ns/b/sa/\x1b[2J")), 1),
+	    "peer URI SAN spiffe://cluster.local/ns/b/sa/?[2J is not");
+
+	/* A minted certificate with one good URI SAN passes both checks. */
+	{
+		struct leaf *l =
+		    mint_leaf(SANS(URI(SERVER_ID), DNS("x.example")), 2);
+		SSL_CTX *cctx = client_ctx_minted(SANS(URI(CLIENT_ID)), 1);
+		SSL_CTX *sctx =
+		    l ? tls_ctx_server(l, ca_trust_store(ca_a), TD) : NULL;
+		struct pair p = {0};
+
+		leaf_unref(l);
+		if (cctx && sctx && pair_start(&p, cctx, sctx)) {
+			pair_run(&p);
+			ok(p.cli.hs_ok && p.srv.hs_ok &&
+			       !strcmp(p.srv.peer_id, CLIENT_ID) &&
+			       !strcmp(p.cli.peer_id, SERVER_ID) &&
+			       tls_peer_matches(tls_conn_ssl(p.cli.c),
+						(const char *[]){SERVER_ID}, 1),
+			   "one URI SAN (and a DNS SAN): accepted both ways "
+			   "(%s/%s)",
+			   p.cli.hs_err, p.srv.hs_err);
+			pair_end(&p);
+		} else {
+			ok(0, "minted good pair: contexts");
+		}
+		SSL_CTX_free(cctx);
+		SSL_CTX_free(sctx);
+	}
 	ERR_clear_error();
 }
 
@@ -1033,6 +1380,21 @@ int main(void)
 		printf("# %s\n", err);
 		return 1;
 	}
+	{
+		/* To mint certificates ca.c never would (test_identity). */
+		char kpath[sizeof(dir_a) + 16];
+		FILE *f;
+
+		snprintf(kpath, sizeof(kpath), "%s/ca-key.pem", dir_a);
+		f = fopen(kpath, "r");
+		ca_a_key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+		if (f)
+			fclose(f);
+		if (!ca_a_key) {
+			printf("# cannot read %s\n", kpath);
+			return 1;
+		}
+	}
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	laddr = (struct sockaddr_in){.sin_family = AF_INET,
 				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1048,6 +1410,8 @@ int main(void)
 
 	test_good();
 	test_refusals();
+	test_identity();
+	test_identity_handshakes();
 	test_transfer();
 	test_backpressure();
 	test_bare_fin();
@@ -1062,6 +1426,7 @@ int main(void)
 	close(lfd);
 	ca_free(ca_a);
 	ca_free(ca_b);
+	EVP_PKEY_free(ca_a_key);
 	{
 		char cmd[128];
 
