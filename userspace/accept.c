@@ -55,9 +55,11 @@ int acceptor_start(struct loop *l, struct acceptor *a)
 
 void acceptor_close(struct loop *l, struct acceptor *a)
 {
-	loop_timer_disarm(l, &a->resume);
+	/* Never set up (a worker that failed before its listener existed):
+	 * its zeroed timer must not be touched. */
 	if (a->io.fd < 0)
 		return;
+	loop_timer_disarm(l, &a->resume);
 	loop_io_stop(l, &a->io);
 	close(a->io.fd);
 	a->io.fd = -1;
