@@ -6,8 +6,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,22 +34,20 @@
 #define PATCH_RETRIES 5
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-enum kind { K_PODS, K_NAMESPACES, K_SERVICES, K_SLICES, K__COUNT };
-
 static const struct {
 	const char *name;
 	const char *path;
-} kinds[K__COUNT] = {
-	[K_PODS] = { "pods", "/api/v1/pods" },
-	[K_NAMESPACES] = { "namespaces", "/api/v1/namespaces" },
-	[K_SERVICES] = { "services", "/api/v1/services" },
-	[K_SLICES] = { "endpointslices", "/apis/discovery.k8s.io/v1/endpointslices" },
+} kinds[KUBE_KINDS] = {
+	[KUBE_PODS] = { "pods", "/api/v1/pods" },
+	[KUBE_NAMESPACES] = { "namespaces", "/api/v1/namespaces" },
+	[KUBE_SERVICES] = { "services", "/api/v1/services" },
+	[KUBE_SLICES] = { "endpointslices", "/apis/discovery.k8s.io/v1/endpointslices" },
 };
 
 /* One resource kind's list+watch loop and its counters. */
 struct watcher {
 	struct kube_source *ks;
-	enum kind kind;
+	enum kube_kind kind;
 	pthread_t thread;
 	bool started;
 	struct kube_client *kc;
@@ -72,15 +72,15 @@ struct kube_source {
 	/* Guarded by mu: the objects ("ns/name" or "name" -> object), the
 	 * CNI hints and which kinds were listed. */
 	pthread_mutex_t mu;
-	struct json_object *objs[K__COUNT];
+	struct json_object *objs[KUBE_KINDS];
 	struct json_object *hints; /* "ns/name" -> "ip" */
 	struct json_object *patched; /* "ns/name" -> bool asked for */
-	bool listed[K__COUNT];
+	bool listed[KUBE_KINDS];
 
 	int efd; /* watchers -> control loop */
 	struct loop_io efd_io;
 	struct loop_timer debounce;
-	struct watcher w[K__COUNT];
+	struct watcher w[KUBE_KINDS];
 
 	/* Patches: queue guarded by pmu, sent by the patch thread. */
 	pthread_mutex_t pmu;
@@ -219,9 +219,38 @@ static bool pod_ready(struct json_object *pod)
 	return false;
 }
 
+/*
+ * "key: <arr as JSON>": JSON is YAML flow style, except for characters
+ * JSON leaves raw in strings that YAML refuses (DEL, C1 controls, U+FFFE,
+ * U+FFFF: "control characters are not allowed"; one such string from the
+ * API server would make the whole model unloadable) or reads as a line
+ * break and folds (NEL, U+2028, U+2029). They only occur inside strings
+ * (our strings are valid UTF-8: the parser checks), where \uXXXX means
+ * the same to both.
+ */
 static void emit(FILE *out, const char *key, struct json_object *arr)
 {
-	fprintf(out, "%s: %s\n", key, json_object_to_json_string_ext(arr, JSON_FLAGS));
+	const unsigned char *p =
+		(const unsigned char *)json_object_to_json_string_ext(arr, JSON_FLAGS);
+
+	fprintf(out, "%s: ", key);
+	for (; *p; p++) {
+		if (*p == 0x7f) {
+			fputs("\\u007f", out);
+		} else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			fprintf(out, "\\u00%02x", p[1]);
+			p++;
+		} else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+			fprintf(out, "\\u20%02x", p[2] == 0xa8 ? 0x28 : 0x29);
+			p += 2;
+		} else if (p[0] == 0xef && p[1] == 0xbf && (p[2] == 0xbe || p[2] == 0xbf)) {
+			fprintf(out, "\\uff%02x", p[2] == 0xbe ? 0xfe : 0xff);
+			p += 2;
+		} else {
+			fputc(*p, out);
+		}
+	}
+	fputc('\n', out);
 }
 
 /* Port number of a named port in an EndpointSlice, 0 if none. */
@@ -412,12 +441,12 @@ static void notify(struct kube_source *ks)
 		log_warn("kube: eventfd: %s", strerror(errno));
 }
 
-static void obj_key(struct json_object *obj, enum kind k, char *key, size_t len)
+static void obj_key(struct json_object *obj, enum kube_kind k, char *key, size_t len)
 {
 	const char *ns = jstr_path(obj, "metadata", "namespace", NULL);
 	const char *name = jstr_path(obj, "metadata", "name", NULL);
 
-	if (k == K_NAMESPACES || !ns)
+	if (k == KUBE_NAMESPACES || !ns)
 		snprintf(key, len, "%s", name ? name : "");
 	else
 		snprintf(key, len, "%s/%s", ns, name ? name : "");
@@ -428,8 +457,162 @@ static void trim(struct json_object *obj)
 {
 	struct json_object *md = jget(obj, "metadata");
 
-	if (md)
+	/* json-c asserts (aborts) on deleting from a non-object. */
+	if (json_object_is_type(md, json_type_object))
 		json_object_object_del(md, "managedFields");
+}
+
+/*
+ * Exactly one JSON value in len bytes (blanks around it allowed), with
+ * valid UTF-8 in its strings, or NULL. json_tokener_parse() would take the
+ * first value of a NUL-terminated string and ignore what follows.
+ */
+static struct json_object *parse_whole(const char *buf, size_t len)
+{
+	struct json_tokener *tok;
+	struct json_object *o = NULL;
+	size_t end;
+
+	if (len > INT_MAX || !(tok = json_tokener_new()))
+		return NULL;
+	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
+	o = json_tokener_parse_ex(tok, buf, (int)len);
+	if (o && json_tokener_get_error(tok) == json_tokener_success) {
+		end = json_tokener_get_parse_end(tok);
+		while (end < len && strchr(" \t\r\n", buf[end]) && buf[end])
+			end++;
+		if (end != len) {
+			json_object_put(o);
+			o = NULL;
+		}
+	} else {
+		json_object_put(o);
+		o = NULL;
+	}
+	json_tokener_free(tok);
+	return o;
+}
+
+int kube_list_page(enum kube_kind k, const char *body, size_t len,
+		   struct json_object *objs, char *rv, size_t rvlen, char *cont,
+		   size_t contlen)
+{
+	struct json_object *list = parse_whole(body, len);
+	struct json_object *items = jget(list, "items");
+	const char *s;
+
+	if (!items || !json_object_is_type(items, json_type_array)) {
+		json_object_put(list);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < json_object_array_length(items); i++) {
+		struct json_object *it = json_object_array_get_idx(items, i);
+		char key[512];
+
+		if (!json_object_is_type(it, json_type_object))
+			continue;
+		trim(it);
+		obj_key(it, k, key, sizeof(key));
+		json_object_object_add(objs, key, json_object_get(it));
+	}
+	s = jstr_path(list, "metadata", "resourceVersion", NULL);
+	snprintf(rv, rvlen, "%s", s ? s : "");
+	s = jstr_path(list, "metadata", "continue", NULL);
+	snprintf(cont, contlen, "%s", s ? s : "");
+	json_object_put(list);
+	return 0;
+}
+
+int kube_event_parse(const char *line, size_t len, struct kube_event *ev)
+{
+	static const char *const types[] = {
+		[KUBE_EV_ADDED] = "ADDED",	 [KUBE_EV_MODIFIED] = "MODIFIED",
+		[KUBE_EV_DELETED] = "DELETED",	 [KUBE_EV_BOOKMARK] = "BOOKMARK",
+		[KUBE_EV_ERROR] = "ERROR",
+	};
+	const char *type;
+	size_t t;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->root = parse_whole(line, len);
+	type = jstr_path(ev->root, "type", NULL, NULL);
+	ev->obj = jget(ev->root, "object");
+	if (!type || !json_object_is_type(ev->obj, json_type_object))
+		goto bad;
+	for (t = 0; t < sizeof(types) / sizeof(types[0]); t++)
+		if (strcmp(type, types[t]) == 0)
+			break;
+	if (t == sizeof(types) / sizeof(types[0]))
+		goto bad;
+	ev->type = (enum kube_event_type)t;
+	if (ev->type == KUBE_EV_ERROR) {
+		ev->code = json_object_get_int(jget(ev->obj, "code"));
+		ev->message = jstr_path(ev->obj, "message", NULL, NULL);
+	} else {
+		ev->rv = jstr_path(ev->obj, "metadata", "resourceVersion", NULL);
+	}
+	return 0;
+bad:
+	kube_event_free(ev);
+	return -EINVAL;
+}
+
+void kube_event_free(struct kube_event *ev)
+{
+	json_object_put(ev->root);
+	memset(ev, 0, sizeof(*ev));
+}
+
+int kube_event_apply(enum kube_kind k, const struct kube_event *ev,
+		     struct json_object *objs, struct json_object *hints)
+{
+	char key[512];
+
+	if (ev->type > KUBE_EV_DELETED)
+		return -EINVAL;
+	trim(ev->obj);
+	obj_key(ev->obj, k, key, sizeof(key));
+	if (ev->type == KUBE_EV_DELETED) {
+		json_object_object_del(objs, key);
+		if (k == KUBE_PODS && hints)
+			json_object_object_del(hints, key);
+	} else {
+		json_object_object_add(objs, key, json_object_get(ev->obj));
+	}
+	return 0;
+}
+
+/* A string field that fits in len bytes (with its NUL), copied; else false. */
+static bool copy_str(struct json_object *o, char *out, size_t len)
+{
+	const char *s = json_object_is_type(o, json_type_string) ?
+				json_object_get_string(o) : NULL;
+
+	if (!s || (size_t)json_object_get_string_len(o) >= len ||
+	    strlen(s) != (size_t)json_object_get_string_len(o))
+		return false; /* absent, too long, or with a NUL inside */
+	memcpy(out, s, strlen(s) + 1);
+	return true;
+}
+
+int kube_cni_parse(const char *buf, size_t len, struct kube_cni_req *req)
+{
+	struct json_object *o = parse_whole(buf, len), *ips = jget(o, "ips");
+	int err = 0;
+
+	memset(req, 0, sizeof(*req));
+	if (!copy_str(jget(o, "command"), req->command, sizeof(req->command)) ||
+	    !copy_str(jget(o, "podNamespace"), req->ns, sizeof(req->ns)) ||
+	    !copy_str(jget(o, "podName"), req->name, sizeof(req->name)))
+		err = -EINVAL;
+	else if (json_object_is_type(ips, json_type_array) &&
+		 json_object_array_length(ips) &&
+		 !copy_str(json_object_array_get_idx(ips, 0), req->ip, sizeof(req->ip)))
+		req->ip[0] = '\0'; /* not an address: as if none was given */
+	json_object_put(o);
+	if (err)
+		memset(req, 0, sizeof(*req));
+	return err;
 }
 
 /* ---- watcher thread ---------------------------------------------------------- */
@@ -466,13 +649,12 @@ static int do_list(struct watcher *w)
 	int status, err;
 
 	do {
-		struct json_object *list, *items;
-		const char *next, *rv;
 		char *body = NULL;
+		size_t blen = 0;
 
 		snprintf(path, sizeof(path), "%s?limit=%d%s%s", kinds[w->kind].path, LIST_PAGE,
 			 cont[0] ? "&continue=" : "", cont);
-		err = kube_request(w->kc, "GET", path, NULL, NULL, &status, &body, NULL);
+		err = kube_request(w->kc, "GET", path, NULL, NULL, &status, &body, &blen);
 		if (err || status != 200) {
 			snprintf(what, sizeof(what), "list: %s",
 				 err ? strerror(-err) : "HTTP error");
@@ -483,28 +665,14 @@ static int do_list(struct watcher *w)
 			backoff(w, what);
 			return -EAGAIN;
 		}
-		list = json_tokener_parse(body);
+		err = kube_list_page(w->kind, body, blen, fresh, w->rv,
+				     sizeof(w->rv), cont, sizeof(cont));
 		free(body);
-		items = jget(list, "items");
-		if (!list || !items || !json_object_is_type(items, json_type_array)) {
-			json_object_put(list);
+		if (err) {
 			json_object_put(fresh);
 			backoff(w, "list: not a JSON list");
 			return -EAGAIN;
 		}
-		for (size_t i = 0; i < json_object_array_length(items); i++) {
-			struct json_object *it = json_object_array_get_idx(items, i);
-			char key[512];
-
-			trim(it);
-			obj_key(it, w->kind, key, sizeof(key));
-			json_object_object_add(fresh, key, json_object_get(it));
-		}
-		rv = jstr_path(list, "metadata", "resourceVersion", NULL);
-		snprintf(w->rv, sizeof(w->rv), "%s", rv ? rv : "");
-		next = jstr_path(list, "metadata", "continue", NULL);
-		snprintf(cont, sizeof(cont), "%s", next ? next : "");
-		json_object_put(list);
 	} while (cont[0] && !atomic_load(&ks->stop));
 
 	pthread_mutex_lock(&ks->mu);
@@ -524,56 +692,43 @@ enum watch_end { W_AGAIN = 1, W_RELIST, W_ERROR };
 
 static int on_event(char *line, size_t len, void *arg)
 {
+	static const char *const names[] = { "ADDED", "MODIFIED", "DELETED" };
 	struct watcher *w = arg;
 	struct kube_source *ks = w->ks;
-	struct json_object *ev = json_tokener_parse(line);
-	const char *type = jstr_path(ev, "type", NULL, NULL);
-	struct json_object *obj = jget(ev, "object");
-	const char *rv = jstr_path(obj, "metadata", "resourceVersion", NULL);
-	char key[512];
-	int ret = 0;
+	struct kube_event ev;
+	int ret;
 
-	if (!type || !obj) {
-		log_warn("kube: %s watch: not an event: %.200s", kinds[w->kind].name, line);
-		json_object_put(ev);
+	if (kube_event_parse(line, len, &ev)) {
+		log_warn_rl("kube: %s watch: not an event: %.200s", kinds[w->kind].name, line);
 		return W_ERROR;
 	}
-	if (strcmp(type, "ERROR") == 0) {
-		int code = json_object_get_int(jget(obj, "code"));
-
-		log_info("kube: %s watch: error %d %s", kinds[w->kind].name, code,
-			 jstr_path(obj, "message", NULL, NULL) ?: "");
-		json_object_put(ev);
-		return code == 410 ? W_RELIST : W_ERROR;
+	if (ev.type == KUBE_EV_ERROR) {
+		log_info("kube: %s watch: error %d %s", kinds[w->kind].name, ev.code,
+			 ev.message ?: "");
+		ret = ev.code == 410 ? W_RELIST : W_ERROR;
+		kube_event_free(&ev);
+		return ret;
 	}
-	if (rv)
-		snprintf(w->rv, sizeof(w->rv), "%s", rv);
-	if (strcmp(type, "BOOKMARK") == 0) {
+	if (ev.rv)
+		snprintf(w->rv, sizeof(w->rv), "%s", ev.rv);
+	if (ev.type == KUBE_EV_BOOKMARK) {
 		atomic_fetch_add(&w->bookmarks, 1);
 		log_debug("kube: %s bookmark at %s", kinds[w->kind].name, w->rv);
-		json_object_put(ev);
+		kube_event_free(&ev);
 		return 0;
 	}
-	trim(obj);
-	obj_key(obj, w->kind, key, sizeof(key));
 	pthread_mutex_lock(&ks->mu);
-	if (strcmp(type, "ADDED") == 0 || strcmp(type, "MODIFIED") == 0) {
-		json_object_object_add(ks->objs[w->kind], key, json_object_get(obj));
-	} else if (strcmp(type, "DELETED") == 0) {
-		json_object_object_del(ks->objs[w->kind], key);
-		if (w->kind == K_PODS)
-			json_object_object_del(ks->hints, key);
-	} else {
-		ret = W_ERROR;
-	}
+	ret = kube_event_apply(w->kind, &ev, ks->objs[w->kind], ks->hints);
 	pthread_mutex_unlock(&ks->mu);
 	if (!ret) {
 		atomic_fetch_add(&w->events, 1);
-		log_debug("kube: %s %s %s", kinds[w->kind].name, type, key);
+		log_debug("kube: %s %s %s", kinds[w->kind].name, names[ev.type],
+			  jstr_path(ev.obj, "metadata", "name", NULL) ?: "?");
 		notify(ks);
 	}
-	json_object_put(ev);
-	return ret;
+	/* The cache holds its own reference to the object. */
+	kube_event_free(&ev);
+	return ret ? W_ERROR : 0;
 }
 
 static void *watch_thread(void *arg)
@@ -693,7 +848,7 @@ static void queue_patch(struct kube_source *ks, const char *ns, const char *name
 void kube_source_sync_annotations(struct kube_source *ks)
 {
 	pthread_mutex_lock(&ks->mu);
-	json_object_object_foreach(ks->objs[K_PODS], key, pod) {
+	json_object_object_foreach(ks->objs[KUBE_PODS], key, pod) {
 		const char *ns = jstr_path(pod, "metadata", "namespace", NULL);
 		const char *name = jstr_path(pod, "metadata", "name", NULL);
 		const char *ip = pod_ip(pod, ks->hints, key);
@@ -704,7 +859,7 @@ void kube_source_sync_annotations(struct kube_source *ks)
 
 		if (!ns || !name || !streq(jstr_path(pod, "spec", "nodeName", NULL), ks->o.node))
 			continue;
-		want = kube_pod_captured(pod, jget(ks->objs[K_NAMESPACES], ns), NULL) &&
+		want = kube_pod_captured(pod, jget(ks->objs[KUBE_NAMESPACES], ns), NULL) &&
 		       ipv4(ip, &addr) && ks->hooks.enrolled(addr, ks->hooks.arg);
 		if (want == streq(have, "enabled")) {
 			json_object_object_del(ks->patched, key); /* done */
@@ -746,9 +901,9 @@ static void on_cni(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct kube_source *ks = io->arg;
 	struct timeval tv = { .tv_sec = 1 };
-	char *buf = malloc(CNI_MAX_MESSAGE + 1);
-	struct json_object *req = NULL, *ips;
-	const char *cmd, *ns, *name, *ip = NULL;
+	char *buf = malloc(CNI_MAX_MESSAGE + 1), *nl;
+	struct kube_cni_req req;
+	const char *cmd, *ns, *ip;
 	size_t got = 0;
 	char key[512];
 	uint32_t addr = 0;
@@ -771,18 +926,15 @@ static void on_cni(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	buf[got] = '\0';
 	atomic_fetch_add(&ks->cni_requests, 1);
-	req = json_tokener_parse(buf);
-	cmd = jstr_path(req, "command", NULL, NULL);
-	ns = jstr_path(req, "podNamespace", NULL, NULL);
-	name = jstr_path(req, "podName", NULL, NULL);
-	ips = jget(req, "ips");
-	if (ips && json_object_is_type(ips, json_type_array) && json_object_array_length(ips))
-		ip = json_object_get_string(json_object_array_get_idx(ips, 0));
-	if (!cmd || !ns || !name) {
+	nl = memchr(buf, '\n', got);
+	if (kube_cni_parse(buf, nl ? (size_t)(nl - buf) : got, &req)) {
 		cni_reply(fd, false, false, "expected command, podNamespace, podName");
 		goto out;
 	}
-	snprintf(key, sizeof(key), "%s/%s", ns, name);
+	cmd = req.command;
+	ns = req.ns;
+	ip = req.ip[0] ? req.ip : NULL;
+	snprintf(key, sizeof(key), "%s/%s", req.ns, req.name);
 	log_info("kube: CNI %s %s (%s)", cmd, key, ip ? ip : "no address");
 	if (strcmp(cmd, "DEL") == 0) {
 		pthread_mutex_lock(&ks->mu);
@@ -805,8 +957,8 @@ static void on_cni(struct loop *l, struct loop_io *io, uint32_t events)
 		bool want;
 
 		pthread_mutex_lock(&ks->mu);
-		pod = jget(ks->objs[K_PODS], key);
-		nso = jget(ks->objs[K_NAMESPACES], ns);
+		pod = jget(ks->objs[KUBE_PODS], key);
+		nso = jget(ks->objs[KUBE_NAMESPACES], ns);
 		want = pod && kube_pod_captured(pod, nso, NULL);
 		pthread_mutex_unlock(&ks->mu);
 		if (pod && want != captured) {
@@ -817,7 +969,6 @@ static void on_cni(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	cni_reply(fd, true, captured, NULL);
 out:
-	json_object_put(req);
 	free(buf);
 	if (fd >= 0)
 		close(fd);
@@ -879,7 +1030,7 @@ bool kube_source_synced(struct kube_source *ks)
 	bool all = true;
 
 	pthread_mutex_lock(&ks->mu);
-	for (int k = 0; k < K__COUNT; k++)
+	for (int k = 0; k < KUBE_KINDS; k++)
 		all = all && ks->listed[k];
 	pthread_mutex_unlock(&ks->mu);
 	return all;
@@ -893,8 +1044,8 @@ int kube_source_yaml(struct kube_source *ks, char **text, size_t *len)
 	if (!f)
 		return -ENOMEM;
 	pthread_mutex_lock(&ks->mu);
-	err = kube_build_yaml(ks->objs[K_PODS], ks->objs[K_NAMESPACES], ks->objs[K_SERVICES],
-			      ks->objs[K_SLICES], ks->hints, &ks->o, f);
+	err = kube_build_yaml(ks->objs[KUBE_PODS], ks->objs[KUBE_NAMESPACES], ks->objs[KUBE_SERVICES],
+			      ks->objs[KUBE_SLICES], ks->hints, &ks->o, f);
 	pthread_mutex_unlock(&ks->mu);
 	if (fclose(f) && !err)
 		err = -EIO;
@@ -931,7 +1082,7 @@ void kube_source_status(struct kube_source *ks, FILE *out)
 {
 	fprintf(out, "{\"server\":\"%s:%u\",\"synced\":%s,\"kinds\":{", ks->o.conf.host,
 		ks->o.conf.port, kube_source_synced(ks) ? "true" : "false");
-	for (int k = 0; k < K__COUNT; k++) {
+	for (int k = 0; k < KUBE_KINDS; k++) {
 		struct watcher *w = &ks->w[k];
 
 		pthread_mutex_lock(&ks->mu);
@@ -968,13 +1119,13 @@ struct kube_source *kube_source_start(const struct kube_opts *o, struct loop *lo
 	pthread_mutex_init(&ks->mu, NULL);
 	pthread_mutex_init(&ks->pmu, NULL);
 	pthread_cond_init(&ks->pcond, NULL);
-	for (k = 0; k < K__COUNT; k++)
+	for (k = 0; k < KUBE_KINDS; k++)
 		ks->objs[k] = json_object_new_object();
 	ks->hints = json_object_new_object();
 	ks->patched = json_object_new_object();
-	for (k = 0; k < K__COUNT; k++) {
+	for (k = 0; k < KUBE_KINDS; k++) {
 		ks->w[k].ks = ks;
-		ks->w[k].kind = (enum kind)k;
+		ks->w[k].kind = (enum kube_kind)k;
 		/* One client per thread: a client is not shared. */
 		ks->w[k].kc = kube_client_new(&o->conf, err, errlen);
 		if (!ks->w[k].kc)
@@ -1002,7 +1153,7 @@ struct kube_source *kube_source_start(const struct kube_opts *o, struct loop *lo
 		loop_io_init(&ks->cni_io, ks->cni_fd, on_cni, ks);
 		loop_io_update(loop, &ks->cni_io, EPOLLIN);
 	}
-	for (k = 0; k < K__COUNT; k++) {
+	for (k = 0; k < KUBE_KINDS; k++) {
 		if (pthread_create(&ks->w[k].thread, NULL, watch_thread, &ks->w[k])) {
 			snprintf(err, errlen, "cannot start a watcher thread");
 			goto fail;
@@ -1032,7 +1183,7 @@ void kube_source_stop(struct kube_source *ks)
 	pthread_mutex_lock(&ks->pmu);
 	pthread_cond_broadcast(&ks->pcond);
 	pthread_mutex_unlock(&ks->pmu);
-	for (int k = 0; k < K__COUNT; k++) {
+	for (int k = 0; k < KUBE_KINDS; k++) {
 		if (ks->w[k].started)
 			pthread_join(ks->w[k].thread, NULL);
 		kube_client_free(ks->w[k].kc);

@@ -81,7 +81,75 @@ void kube_source_sync_annotations(struct kube_source *ks);
  * errors; token reads; patches) for the control socket's "kube". */
 void kube_source_status(struct kube_source *ks, FILE *out);
 
-/* ---- pure parts, for tests ---------------------------------------------- */
+/* ---- pure parts, for tests and fuzzers ------------------------------------ */
+
+/* The resource kinds the source lists and watches. */
+enum kube_kind { KUBE_PODS, KUBE_NAMESPACES, KUBE_SERVICES, KUBE_SLICES, KUBE_KINDS };
+
+/*
+ * API bytes into the cache. The watcher threads get bytes from the HTTP
+ * client and hand them here; nothing below does I/O or takes a lock. A
+ * kind's cache is a JSON object mapping each object's key ("ns/name", or
+ * "name" for namespaces) to the object.
+ */
+
+/*
+ * One page of a list response: body is len bytes of JSON (no NUL needed).
+ * Adds every item to objs under its key (managedFields dropped) and copies
+ * metadata.resourceVersion into rv and metadata.continue into cont ("" when
+ * absent; truncated to rvlen/contlen). 0, or -EINVAL when the body is not
+ * exactly one JSON object with an "items" array (then nothing was added).
+ */
+int kube_list_page(enum kube_kind k, const char *body, size_t len,
+		   struct json_object *objs, char *rv, size_t rvlen, char *cont,
+		   size_t contlen);
+
+enum kube_event_type {
+	KUBE_EV_ADDED,
+	KUBE_EV_MODIFIED,
+	KUBE_EV_DELETED,
+	KUBE_EV_BOOKMARK,
+	KUBE_EV_ERROR, /* the server's Status object: code 410 means re-list */
+};
+
+/* One parsed watch event; root owns everything the pointers point into. */
+struct kube_event {
+	enum kube_event_type type;
+	struct json_object *root;
+	struct json_object *obj; /* event.object (ERROR: the Status) */
+	const char *rv;		 /* obj's metadata.resourceVersion, or NULL */
+	int code;		 /* ERROR: Status code */
+	const char *message;	 /* ERROR: Status message, or NULL */
+};
+
+/*
+ * One line of a watch stream (len bytes of JSON, no NUL needed). 0 with ev
+ * filled (free with kube_event_free()), or -EINVAL for anything that is not
+ * a watch event of a known type (ev->root is NULL then).
+ */
+int kube_event_parse(const char *line, size_t len, struct kube_event *ev);
+void kube_event_free(struct kube_event *ev);
+
+/*
+ * Apply an ADDED, MODIFIED or DELETED event of kind k to that kind's cache
+ * objs (a deleted pod also loses its CNI hint in hints, which may be NULL).
+ * Takes its own references. Other types: nothing to apply (-EINVAL).
+ */
+int kube_event_apply(enum kube_kind k, const struct kube_event *ev,
+		     struct json_object *objs, struct json_object *hints);
+
+/*
+ * A CNI plugin's request line (cni.h) as the agent reads it: command,
+ * podNamespace and podName are required strings; ip is the first of "ips"
+ * ("" when none). 0 or -EINVAL. Strings are truncated to the fields' sizes.
+ */
+struct kube_cni_req {
+	char command[16];
+	char ns[254];
+	char name[254];
+	char ip[64];
+};
+int kube_cni_parse(const char *buf, size_t len, struct kube_cni_req *req);
 
 /*
  * Would Istio ambient capture this pod? pod and ns are API objects (ns may
