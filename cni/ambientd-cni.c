@@ -42,26 +42,10 @@
 #include <unistd.h>
 
 #include "cni.h"
+#include "cniconf.h"
 
 #define BPF_FS_MAGIC 0xcafe4a11
 #define MAX_STDIN (1 << 20)
-
-/* Error codes of the CNI spec (SPEC.md "Error"). */
-enum cni_err {
-	CNI_ERR_VERSION = 1, /* incompatible CNI version */
-	CNI_ERR_FIELD = 2, /* unsupported field in network configuration */
-	CNI_ERR_CONTAINER = 3, /* container unknown or does not exist */
-	CNI_ERR_ENV = 4, /* invalid necessary environment variables */
-	CNI_ERR_IO = 5, /* I/O failure */
-	CNI_ERR_DECODE = 6, /* failed to decode content */
-	CNI_ERR_CONFIG = 7, /* invalid network config */
-	CNI_ERR_AGAIN = 11, /* try again later */
-	CNI_ERR_UNAVAILABLE = 50, /* plugin not available (STATUS) */
-};
-
-static const char *const versions[] = { "0.3.0", "0.3.1", "0.4.0",
-					 "1.0.0", "1.1.0" };
-#define N_VERSIONS (sizeof(versions) / sizeof(versions[0]))
 
 static const char *cni_version = "1.1.0"; /* echoed in errors */
 
@@ -86,27 +70,6 @@ fail(enum cni_err code, const char *details, const char *fmt, ...)
 	fprintf(stderr, "ambientd-cni: %s\n", msg);
 	json_object_put(o);
 	exit(1);
-}
-
-/* Version strings compare numerically part by part. */
-static int version_cmp(const char *a, const char *b)
-{
-	unsigned x[3] = { 0 }, y[3] = { 0 };
-
-	sscanf(a, "%u.%u.%u", &x[0], &x[1], &x[2]);
-	sscanf(b, "%u.%u.%u", &y[0], &y[1], &y[2]);
-	for (int i = 0; i < 3; i++)
-		if (x[i] != y[i])
-			return x[i] < y[i] ? -1 : 1;
-	return 0;
-}
-
-static bool version_supported(const char *v)
-{
-	for (size_t i = 0; i < N_VERSIONS; i++)
-		if (strcmp(v, versions[i]) == 0)
-			return true;
-	return false;
 }
 
 static char *read_stdin(size_t *len)
@@ -243,27 +206,6 @@ out:
 	return err;
 }
 
-/* The pod's addresses from prevResult.ips[].address ("ip/prefix"). */
-static struct json_object *prev_ips(struct json_object *prev)
-{
-	struct json_object *ips, *out = json_object_new_array();
-
-	if (!json_object_object_get_ex(prev, "ips", &ips) ||
-	    !json_object_is_type(ips, json_type_array))
-		return out;
-	for (size_t i = 0; i < json_object_array_length(ips); i++) {
-		const char *a = jstr(json_object_array_get_idx(ips, i), "address");
-		const char *slash;
-
-		if (!a)
-			continue;
-		slash = strchr(a, '/');
-		json_object_array_add(out, json_object_new_string_len(
-						   a, slash ? (int)(slash - a) : (int)strlen(a)));
-	}
-	return out;
-}
-
 static struct json_object *make_request(const char *cmd, struct json_object *prev)
 {
 	struct json_object *req = json_object_new_object();
@@ -281,7 +223,7 @@ static struct json_object *make_request(const char *cmd, struct json_object *pre
 			       json_object_new_string(getenv("CNI_IFNAME") ?: ""));
 	json_object_object_add(req, "podNamespace", json_object_new_string(ns));
 	json_object_object_add(req, "podName", json_object_new_string(name));
-	json_object_object_add(req, "ips", prev ? prev_ips(prev) : json_object_new_array());
+	json_object_object_add(req, "ips", cni_prev_ips(prev));
 	return req;
 }
 
@@ -296,51 +238,7 @@ static bool reply_ok(struct json_object *reply, const char **why)
 
 /* ---- commands ---------------------------------------------------------- */
 
-struct conf {
-	struct json_object *root;
-	struct json_object *prev; /* prevResult or NULL */
-	const char *socket;
-	bool fail_closed;
-};
-
-static void parse_conf(const char *buf, size_t len, struct conf *c)
-{
-	struct json_tokener *tok = json_tokener_new();
-	struct json_object *v;
-	const char *ver;
-
-	c->root = json_tokener_parse_ex(tok, buf, (int)len);
-	if (!c->root || json_tokener_get_error(tok) != json_tokener_success ||
-	    !json_object_is_type(c->root, json_type_object))
-		fail(CNI_ERR_DECODE, c->root ? "expected a JSON object" :
-		     json_tokener_error_desc(json_tokener_get_error(tok)),
-		     "cannot decode the network configuration");
-	json_tokener_free(tok);
-	ver = jstr(c->root, "cniVersion");
-	if (!ver)
-		fail(CNI_ERR_CONFIG, NULL, "network configuration has no cniVersion");
-	cni_version = ver;
-	if (!version_supported(ver))
-		fail(CNI_ERR_VERSION, NULL, "CNI version %s is not supported (1.1.0, 1.0.0, 0.4.0, 0.3.1, 0.3.0 are)", ver);
-	if (!jstr(c->root, "name") || !jstr(c->root, "type"))
-		fail(CNI_ERR_CONFIG, NULL, "network configuration needs \"name\" and \"type\"");
-	c->socket = CNI_DEFAULT_SOCKET;
-	if (json_object_object_get_ex(c->root, "socket", &v)) {
-		if (!json_object_is_type(v, json_type_string) || !*json_object_get_string(v))
-			fail(CNI_ERR_CONFIG, NULL, "\"socket\" must be a non-empty string");
-		c->socket = json_object_get_string(v);
-	}
-	if (json_object_object_get_ex(c->root, "failClosed", &v)) {
-		if (!json_object_is_type(v, json_type_boolean))
-			fail(CNI_ERR_CONFIG, NULL, "\"failClosed\" must be true or false");
-		c->fail_closed = json_object_get_boolean(v);
-	}
-	if (json_object_object_get_ex(c->root, "prevResult", &v) &&
-	    json_object_is_type(v, json_type_object))
-		c->prev = v;
-}
-
-static int cmd_add(struct conf *c)
+static int cmd_add(struct cni_conf *c)
 {
 	struct json_object *req, *reply = NULL;
 	const char *why;
@@ -375,7 +273,7 @@ static int cmd_add(struct conf *c)
 	return 0;
 }
 
-static int cmd_del(struct conf *c)
+static int cmd_del(struct cni_conf *c)
 {
 	struct json_object *req, *reply = NULL;
 
@@ -390,13 +288,13 @@ static int cmd_del(struct conf *c)
 	return 0;
 }
 
-static int cmd_check(struct conf *c)
+static int cmd_check(struct cni_conf *c)
 {
 	struct json_object *req, *reply = NULL;
 	const char *why;
 	int err;
 
-	if (version_cmp(cni_version, "0.4.0") < 0)
+	if (cni_version_cmp(cni_version, "0.4.0") < 0)
 		fail(CNI_ERR_VERSION, NULL, "CHECK needs CNI version 0.4.0 or later, config is %s", cni_version);
 	need_env("CNI_CONTAINERID");
 	need_env("CNI_NETNS");
@@ -422,7 +320,7 @@ static int cmd_check(struct conf *c)
 	return 0;
 }
 
-static int cmd_status(struct conf *c)
+static int cmd_status(struct cni_conf *c)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, err = 0;
@@ -442,8 +340,8 @@ static int cmd_version(void)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
 
-	for (size_t i = 0; i < N_VERSIONS; i++)
-		json_object_array_add(a, json_object_new_string(versions[i]));
+	for (size_t i = 0; i < cni_n_versions; i++)
+		json_object_array_add(a, json_object_new_string(cni_versions[i]));
 	json_object_object_add(o, "cniVersion", json_object_new_string("1.1.0"));
 	json_object_object_add(o, "supportedVersions", a);
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
@@ -697,8 +595,9 @@ static int cmd_install(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	const char *cmd;
-	struct conf c = { 0 };
+	const char *cmd, *details;
+	struct cni_conf c;
+	char msg[256];
 	size_t len;
 	char *buf;
 	int rc;
@@ -714,7 +613,11 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "VERSION") == 0)
 		return cmd_version();
 	buf = read_stdin(&len);
-	parse_conf(buf, len, &c);
+	rc = cni_conf_parse(buf, len, &c, msg, sizeof(msg), &details);
+	if (c.version)
+		cni_version = c.version; /* errors echo the config's version */
+	if (rc)
+		fail(rc, details, "%s", msg);
 	if (strcmp(cmd, "ADD") == 0)
 		rc = cmd_add(&c);
 	else if (strcmp(cmd, "DEL") == 0)
@@ -727,7 +630,7 @@ int main(int argc, char **argv)
 		rc = 0;
 	else
 		fail(CNI_ERR_ENV, NULL, "unknown CNI_COMMAND %s", cmd);
-	json_object_put(c.root);
+	cni_conf_free(&c);
 	free(buf);
 	return rc;
 }
