@@ -10,12 +10,13 @@
 
 #include "cni.h"
 
-const char *const cni_versions[] = { "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0" };
+const char *const cni_versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0",
+				    "1.1.0"};
 const size_t cni_n_versions = sizeof(cni_versions) / sizeof(cni_versions[0]);
 
 int cni_version_cmp(const char *a, const char *b)
 {
-	unsigned x[3] = { 0 }, y[3] = { 0 };
+	unsigned x[3] = {0}, y[3] = {0};
 
 	sscanf(a, "%u.%u.%u", &x[0], &x[1], &x[2]);
 	sscanf(b, "%u.%u.%u", &y[0], &y[1], &y[2]);
@@ -66,43 +67,53 @@ int cni_conf_parse(const char *buf, size_t len, struct cni_conf *c, char *msg,
 	memset(c, 0, sizeof(*c));
 	*details = NULL;
 	if (len > INT_MAX)
-		return err(CNI_ERR_DECODE, msg, msglen, "network configuration too large");
+		return err(CNI_ERR_DECODE, msg, msglen,
+			   "network configuration too large");
 	tok = json_tokener_new();
 	if (!tok)
 		return err(CNI_ERR_IO, msg, msglen, "out of memory");
 	/* What runtimes send is standard JSON; strict mode refuses the
 	 * extensions (comments, NaN, single quotes) that we would otherwise
 	 * pass on in prevResult to a runtime that cannot read them. */
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
+					JSON_TOKENER_VALIDATE_UTF8);
 	c->root = json_tokener_parse_ex(tok, buf, (int)len);
 	jerr = json_tokener_get_error(tok);
 	end = c->root ? json_tokener_get_parse_end(tok) : 0;
 	json_tokener_free(tok);
 	if (!c->root) {
-		/* Input that ends inside a value is "continue", not an error. */
-		*details = jerr == json_tokener_continue ? "unexpected end of input" :
-							   json_tokener_error_desc(jerr);
-		return err(CNI_ERR_DECODE, msg, msglen, "cannot decode the network configuration");
+		/* Input that ends inside a value is "continue", not an error.
+		 */
+		*details = jerr == json_tokener_continue
+			       ? "unexpected end of input"
+			       : json_tokener_error_desc(jerr);
+		return err(CNI_ERR_DECODE, msg, msglen,
+			   "cannot decode the network configuration");
 	}
 	while (end < len && buf[end] && strchr(" \t\r\n", buf[end]))
 		end++;
 	if (end != len || !json_object_is_type(c->root, json_type_object)) {
-		*details = end != len ? "bytes after the JSON object" : "expected a JSON object";
-		return err(CNI_ERR_DECODE, msg, msglen, "cannot decode the network configuration");
+		*details = end != len ? "bytes after the JSON object"
+				      : "expected a JSON object";
+		return err(CNI_ERR_DECODE, msg, msglen,
+			   "cannot decode the network configuration");
 	}
 	c->version = jstr(c->root, "cniVersion");
 	if (!c->version)
-		return err(CNI_ERR_CONFIG, msg, msglen, "network configuration has no cniVersion");
+		return err(CNI_ERR_CONFIG, msg, msglen,
+			   "network configuration has no cniVersion");
 	if (!cni_version_supported(c->version))
 		return err(CNI_ERR_VERSION, msg, msglen,
-			   "CNI version %.32s is not supported (1.1.0, 1.0.0, 0.4.0, 0.3.1, 0.3.0 are)",
+			   "CNI version %.32s is not supported (1.1.0, 1.0.0, "
+			   "0.4.0, 0.3.1, 0.3.0 are)",
 			   c->version);
 	if (!jstr(c->root, "name") || !jstr(c->root, "type"))
 		return err(CNI_ERR_CONFIG, msg, msglen,
 			   "network configuration needs \"name\" and \"type\"");
 	c->socket = CNI_DEFAULT_SOCKET;
 	if (json_object_object_get_ex(c->root, "socket", &v)) {
-		if (!json_object_is_type(v, json_type_string) || !*json_object_get_string(v))
+		if (!json_object_is_type(v, json_type_string) ||
+		    !*json_object_get_string(v))
 			return err(CNI_ERR_CONFIG, msg, msglen,
 				   "\"socket\" must be a non-empty string");
 		c->socket = json_object_get_string(v);
@@ -133,14 +144,16 @@ struct json_object *cni_prev_ips(struct json_object *prev)
 	    !json_object_is_type(ips, json_type_array))
 		return out;
 	for (size_t i = 0; i < json_object_array_length(ips); i++) {
-		const char *a = jstr(json_object_array_get_idx(ips, i), "address");
+		const char *a =
+		    jstr(json_object_array_get_idx(ips, i), "address");
 		const char *slash;
 
 		if (!a)
 			continue;
 		slash = strchr(a, '/');
-		json_object_array_add(out, json_object_new_string_len(
-						   a, slash ? (int)(slash - a) : (int)strlen(a)));
+		json_object_array_add(
+		    out, json_object_new_string_len(a, slash ? (int)(slash - a)
+							     : (int)strlen(a)));
 	}
 	return out;
 }

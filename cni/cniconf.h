@@ -16,14 +16,14 @@ struct json_object;
 
 /* Error codes of the CNI spec (SPEC.md "Error"). */
 enum cni_err {
-	CNI_ERR_VERSION = 1, /* incompatible CNI version */
-	CNI_ERR_FIELD = 2, /* unsupported field in network configuration */
+	CNI_ERR_VERSION = 1,   /* incompatible CNI version */
+	CNI_ERR_FIELD = 2,     /* unsupported field in network configuration */
 	CNI_ERR_CONTAINER = 3, /* container unknown or does not exist */
-	CNI_ERR_ENV = 4, /* invalid necessary environment variables */
-	CNI_ERR_IO = 5, /* I/O failure */
-	CNI_ERR_DECODE = 6, /* failed to decode content */
-	CNI_ERR_CONFIG = 7, /* invalid network config */
-	CNI_ERR_AGAIN = 11, /* try again later */
+	CNI_ERR_ENV = 4,       /* invalid necessary environment variables */
+	CNI_ERR_IO = 5,	       /* I/O failure */
+	CNI_ERR_DECODE = 6,    /* failed to decode content */
+	CNI_ERR_CONFIG = 7,    /* invalid network config */
+	CNI_ERR_AGAIN = 11,    /* try again later */
 	CNI_ERR_UNAVAILABLE = 50, /* plugin not available (STATUS) */
 };
 
