@@ -565,12 +565,16 @@ static const char *side_name(const struct hb_conn *c)
 	return c->server ? "server" : "client";
 }
 
+bool hb_h2_error_counted(uint32_t code)
+{
+	return code < HB_H2_ERROR_CODES && code != NGHTTP2_NO_ERROR &&
+	       code != NGHTTP2_CANCEL && code != NGHTTP2_CONNECT_ERROR;
+}
+
 /* A GOAWAY/RST_STREAM we sent (see struct hb_stats for what counts). */
 static void count_error_sent(struct hb_conn *c, uint32_t code)
 {
-	if (!c->o.stats || code >= HB_H2_ERROR_CODES ||
-	    code == NGHTTP2_NO_ERROR || code == NGHTTP2_CANCEL ||
-	    code == NGHTTP2_CONNECT_ERROR)
+	if (!c->o.stats || !hb_h2_error_counted(code))
 		return;
 	atomic_fetch_add_explicit(&c->o.stats->errors[c->server][code], 1,
 				  memory_order_relaxed);
@@ -1700,8 +1704,11 @@ static void server_request(struct hb_conn *c, struct hb_stream *s)
 				    "list over %u bytes -> 431",
 				    (void *)c, s->id, c->o.max_header_list);
 		} else {
-			log_debug("hbone: stream %d: malformed CONNECT "
-				  "-> 400",
+			if (c->o.stats)
+				atomic_fetch_add_explicit(
+				    &c->o.stats->bad_requests, 1,
+				    memory_order_relaxed);
+			log_debug("hbone: stream %d: malformed CONNECT -> 400",
 				  s->id);
 		}
 		stream_set_state(s, HB_ST_REFUSED);

@@ -147,6 +147,8 @@ typedef void (*hb_conn_observer)(void *arg, struct hb_conn *c,
 #define HB_H2_ERROR_CODES 14
 /* "PROTOCOL_ERROR" etc.; "UNKNOWN" beyond 0xd. */
 const char *hb_h2_error_name(uint32_t code);
+/* Whether struct hb_stats counts this code (see there). */
+bool hb_h2_error_counted(uint32_t code);
 
 /* Deadlines that close a conn (each counted when it fires). */
 enum hb_deadline {
@@ -182,6 +184,8 @@ struct hb_stats {
 	atomic_uint_fast64_t errors[2][HB_H2_ERROR_CODES];
 	atomic_uint_fast64_t deadlines[2][HB_DL__COUNT];
 	atomic_uint_fast64_t limits[2][HB_LIM__COUNT];
+	/* Server: requests answered 400 (malformed CONNECT, bad bytes). */
+	atomic_uint_fast64_t bad_requests;
 };
 
 /* Zero means the DESIGN §3 default for every field. */
