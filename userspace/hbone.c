@@ -104,6 +104,8 @@
 #define HB_READ_BUF    (64 * KiB)
 /* Send+deliver passes per conn_run(). */
 #define HB_RUN_PASSES 4
+/* Server drain: between the shutdown notice and the final GOAWAY. */
+#define HB_DRAIN_GRACE_MS 1000
 /* How long CLOSING may take to flush its last frames. */
 #define HB_CLOSE_LINGER_MS 5000
 /* Regular request header fields a server keeps (more: 431). */
@@ -428,9 +430,10 @@ struct hb_conn {
 	/* Deadlines (one timer, armed for the earliest; see hbone.h). Times
 	 * are loop_now_ms() values; 0 means "not running". */
 	struct loop_timer dl;
-	uint64_t start_ms;	/* settings deadline, while HANDSHAKING */
-	uint64_t hdr_since_ms;	/* a header block began and has not ended */
-	uint64_t idle_since_ms; /* server: no stream open since then */
+	uint64_t start_ms;	 /* settings deadline, while HANDSHAKING */
+	uint64_t hdr_since_ms;	 /* a header block began and has not ended */
+	uint64_t idle_since_ms;	 /* server: no stream open since then */
+	uint64_t drain_final_ms; /* server: the final GOAWAY of a drain */
 	/* Control-frame budget in 1/1000 frames, refilled up to ctrl_burst. */
 	uint64_t ctrl_tokens, ctrl_ms;
 	size_t pending; /* server: requests the app holds unanswered */
@@ -2250,6 +2253,8 @@ static void conn_deadline_update(struct hb_conn *c)
 		if (c->server && c->state == HB_CONN_OPEN && c->idle_since_ms &&
 		    c->idle_since_ms + c->o.idle_timeout_ms < at)
 			at = c->idle_since_ms + c->o.idle_timeout_ms;
+		if (c->drain_final_ms && c->drain_final_ms < at)
+			at = c->drain_final_ms;
 	}
 	if (at == UINT64_MAX) {
 		loop_timer_disarm(c->loop, &c->dl);
@@ -2282,6 +2287,14 @@ static void conn_deadline_cb(struct loop *l, struct loop_timer *t)
 
 	if (!conn_ng_usable(c))
 		return;
+	if (c->drain_final_ms && now >= c->drain_final_ms) {
+		c->drain_final_ms = 0;
+		nghttp2_submit_goaway(
+		    c->ng, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->ng),
+		    NGHTTP2_NO_ERROR, NULL, 0);
+		conn_want_send(c);
+	}
 	if (c->state == HB_CONN_HANDSHAKING &&
 	    now >= c->start_ms + c->o.settings_timeout_ms) {
 		conn_deadline_fail(c, HB_DL_SETTINGS, NGHTTP2_SETTINGS_TIMEOUT);
@@ -2582,13 +2595,21 @@ cleanup:
 
 void hb_conn_drain(struct hb_conn *c)
 {
-	int32_t last;
-
 	if (c->state > HB_CONN_OPEN)
 		return;
-	last = c->server ? nghttp2_session_get_last_proc_stream_id(c->ng) : 0;
-	nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR,
-			      NULL, 0);
+	if (c->server) {
+		/*
+		 * Two steps (RFC 9113 §6.8): a GOAWAY naming the highest
+		 * stream id first, so a CONNECT the client sent meanwhile is
+		 * still served, not refused; the real last stream id once
+		 * it had time to arrive (conn_deadline_cb()).
+		 */
+		nghttp2_submit_shutdown_notice(c->ng);
+		c->drain_final_ms = loop_now_ms(c->loop) + HB_DRAIN_GRACE_MS;
+	} else {
+		nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, 0,
+				      NGHTTP2_NO_ERROR, NULL, 0);
+	}
 	conn_set_state(c, HB_CONN_DRAINING);
 	conn_event(c, HB_CONN_EV_GOAWAY);
 	conn_want_send(c);

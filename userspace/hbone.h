@@ -298,8 +298,11 @@ int hb_conn_open_stream(struct hb_conn *c, const char *authority,
 bool hb_conn_can_open_stream(const struct hb_conn *c);
 
 /*
- * Graceful: send GOAWAY (server: last processed stream; client: 0), accept
- * no new streams, close once the streams in flight finished. Idempotent.
+ * Graceful: send GOAWAY, accept no new streams, close once the streams in
+ * flight finished. Idempotent. The server sends two (RFC 9113 §6.8): one
+ * that still admits every stream id at once, the one with the last stream
+ * it processed a second later, so a CONNECT already on its way when the
+ * drain began is served rather than refused. Client: GOAWAY 0.
  */
 void hb_conn_drain(struct hb_conn *c);
 /* Abortive: reset the transport now; every stream end sees -ECONNRESET. */

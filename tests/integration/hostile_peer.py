@@ -634,9 +634,13 @@ def case_idle(args):
             if isinstance(ev, h2.events.PingReceived):
                 out["pings"] += 1
             if isinstance(ev, h2.events.ConnectionTerminated):
+                # A draining server sends two: "no new streams", then
+                # the last stream it took (RFC 9113 §6.8).
                 out["goaway"] = err_name(int(ev.error_code))
                 out["goaway_last_stream"] = ev.last_stream_id
-                out["goaway_after_s"] = round(time.monotonic() - t0, 2)
+                out.setdefault("goaway_after_s",
+                               round(time.monotonic() - t0, 2))
+                out["goaways"] = out.get("goaways", 0) + 1
         s.sendall(c.data_to_send())
     out["closed_after_s"] = round(time.monotonic() - t0, 2)
     return out

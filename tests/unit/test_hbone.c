@@ -1700,6 +1700,53 @@ static void test_continuation_flood(void)
 	small_roundtrip("CONTINUATION flood");
 }
 
+/*
+ * A CONNECT the client sent as the server began to drain (before the
+ * client saw any GOAWAY) is served, not refused: the server's first GOAWAY
+ * admits every stream id, the final one follows a second later.
+ */
+static void test_drain_race(void)
+{
+	struct tcase tc = {0};
+	struct flow f = {0};
+	struct hb_conn *c;
+
+	cur = &tc;
+	S.mode = SRV_OK;
+	c = client_new(NULL, &hb_addr);
+	spin(20); /* SETTINGS exchanged, server conn known */
+	f.app.tx = blob;
+	f.app.tx_len = 3000;
+	f.app.shut_after_tx = true;
+	f.up.expect = blob;
+	f.up.expect_len = 3000;
+	f.up.tx = blob + 1;
+	f.up.tx_len = 2000;
+	f.up.tx_wait_eof = true;
+	f.up.shut_after_tx = true;
+	f.app.expect = blob + 1;
+	f.app.expect_len = 2000;
+	closed_flag = false;
+	if (c)
+		hb_conn_set_observer(c, obs_closed, NULL);
+	hb_conn_drain(S.last_conn); /* in the same turn as the CONNECT */
+	ok(c && flow_start(&f, 0, c, &tc) == 0, "drain race: setup");
+	tc_run(&tc, 5000);
+	ok(peer_got_all(&f.up) && peer_got_all(&f.app) &&
+	       f.cr.s.result == RELAY_OK,
+	   "drain race: the CONNECT crossing the GOAWAY was served (%s)",
+	   relay_result_name(f.cr.s.result));
+	ok(hb_conn_get_state(c) >= HB_CONN_DRAINING,
+	   "drain race: the client conn is not reused (%s)",
+	   hb_conn_state_name(hb_conn_get_state(c)));
+	wait_until(&closed_flag, 3000);
+	ok(closed_flag && closed_err == 0,
+	   "drain race: closed cleanly after the final GOAWAY (%s)",
+	   closed_err > 0 ? strerror(closed_err) : "ok");
+	spin(10);
+	flow_cleanup(&f);
+}
+
 static int listen_on(struct sockaddr_in *a)
 {
 	socklen_t len = sizeof(*a);
@@ -1754,6 +1801,7 @@ int main(void)
 	test_garbage();
 	test_ping();
 	test_drain();
+	test_drain_race();
 	test_names();
 	test_settings_deadline();
 	test_header_deadline();
