@@ -1313,6 +1313,31 @@ static void test_settings_deadline(void)
 	small_roundtrip("settings deadline");
 }
 
+/* Client side: a server that accepts TCP and never speaks HTTP/2. */
+static void test_settings_deadline_client(void)
+{
+	static struct hb_stats cst;
+	struct hb_conn_opts o = {.settings_timeout_ms = 200, .stats = &cst};
+	struct hb_conn *c;
+	uint64_t t0 = loop_now_ms(L);
+	int mfd;
+
+	closed_flag = false;
+	c = client_new(&o, &mute_addr);
+	mfd = accept4(mute_lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (c)
+		hb_conn_set_observer(c, obs_closed, NULL);
+	wait_until(&closed_flag, 3000);
+	ok(c && closed_flag && closed_err == ETIMEDOUT &&
+	       atomic_load(&cst.deadlines[0][HB_DL_SETTINGS]) == 1 &&
+	       atomic_load(&cst.errors[0][NGHTTP2_SETTINGS_TIMEOUT]) == 1,
+	   "settings deadline (client): mute server -> ETIMEDOUT after %llu "
+	   "ms, GOAWAY SETTINGS_TIMEOUT counted client side",
+	   (unsigned long long)(loop_now_ms(L) - t0));
+	close(mfd);
+	spin(10);
+}
+
 /* HEADERS without END_HEADERS, then nothing. */
 static void test_header_deadline(void)
 {
@@ -1804,6 +1829,7 @@ int main(void)
 	test_drain_race();
 	test_names();
 	test_settings_deadline();
+	test_settings_deadline_client();
 	test_header_deadline();
 	test_idle_deadline();
 	test_pending_cap();
