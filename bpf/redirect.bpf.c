@@ -104,7 +104,7 @@ int amb_tc_pod(struct __sk_buff *skb)
 	 * excluded, whatever port the tunnel happened to pick. */
 	sk = lookup_flow(skb, &p);
 	if (sk)
-		return deliver(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+		return deliver_flow(skb, sk);
 	if (excluded_outbound(&p))
 		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))
@@ -141,7 +141,7 @@ int amb_tc_inbound(struct __sk_buff *skb)
 
 	sk = lookup_flow(skb, &p);
 	if (sk)
-		return deliver(skb, sk, AMB_R_ASSIGN_ESTABLISHED);
+		return deliver_flow(skb, sk);
 	if (excluded_inbound(&p))
 		return pass(skb, AMB_R_PASS_EXCLUDED);
 	if (!pkt_is_syn(&p))

@@ -44,6 +44,7 @@ static const char *const reason_names[AMB_R_MAX] = {
 	[AMB_R_DROP_IPV6] = "drop_ipv6",
 	[AMB_R_DROP_IPV6_FRAG] = "drop_ipv6_frag",
 	[AMB_R_PASS_IPV6] = "pass_ipv6",
+	[AMB_R_DELIVER_TIME_WAIT] = "deliver_time_wait",
 };
 
 const char *bpfctl_reason_name(unsigned reason)

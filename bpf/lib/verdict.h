@@ -116,9 +116,22 @@ static __always_inline int deliver(struct __sk_buff *skb, struct bpf_sock *sk,
 /*
  * Established-socket lookup on the full 4-tuple as the node sees the packet.
  * Returns a referenced socket, or NULL when there is none or it is a
- * listener or TIME_WAIT (those must not swallow a new flow's packets).
- * Request sockets (NEW_SYN_RECV) are returned: the handshake-completing ACK
- * has to reach them.
+ * listener (which must not swallow a new flow's packets). Request sockets
+ * (NEW_SYN_RECV) are returned: the handshake-completing ACK has to reach
+ * them.
+ *
+ * TIME_WAIT sockets are returned too (callers tell them apart with
+ * is_time_wait()). The tunnel's side of a connection the server closed first
+ * stays in TIME_WAIT for 60 s under the pod's 4-tuple. When the pod reuses
+ * that source port for the same destination, its SYN must go to the
+ * TIME_WAIT socket, not the listener. Assigned to the listener, the new
+ * request socket collides with the TIME_WAIT one in the established hash and
+ * the kernel drops the SYN silently, again on every retransmission, for 60
+ * s. Delivered instead, the stack does what it does without us: the
+ * TIME_WAIT socket answers with an ACK, the pod resets it (RFC 793: a SYN-SENT
+ * socket resets an unacceptable ACK), and that RST removes the TIME_WAIT
+ * socket (RFC 1337 assassination, the kernel default). The pod's next SYN,
+ * a retransmission one RTO later, finds the listener.
  */
 static __always_inline struct bpf_sock *lookup_flow(struct __sk_buff *skb,
 						     const struct pkt *p)
@@ -133,11 +146,26 @@ static __always_inline struct bpf_sock *lookup_flow(struct __sk_buff *skb,
 	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return NULL;
-	if (sk->state == TCP_STATE_LISTEN || sk->state == TCP_STATE_TIME_WAIT) {
+	if (sk->state == TCP_STATE_LISTEN) {
 		bpf_sk_release(sk);
 		return NULL;
 	}
 	return sk;
+}
+
+/* The flow's socket is a TIME_WAIT one (see lookup_flow()). */
+static __always_inline int is_time_wait(const struct bpf_sock *sk)
+{
+	return sk->state == TCP_STATE_TIME_WAIT;
+}
+
+/* Deliver to the flow's socket, counting TIME_WAIT deliveries apart. */
+static __always_inline int deliver_flow(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	__u32 reason = is_time_wait(sk) ? AMB_R_DELIVER_TIME_WAIT :
+					  AMB_R_ASSIGN_ESTABLISHED;
+
+	return deliver(skb, sk, reason);
 }
 
 /* The tunnel's listener on `port` (bound to the wildcard address), or NULL. */

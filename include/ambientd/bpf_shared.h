@@ -55,6 +55,7 @@ enum amb_reason {
 	AMB_R_DROP_IPV6,      /* its other IPv6 TCP (or a SYN no RST fits) */
 	AMB_R_DROP_IPV6_FRAG, /* its IPv6 fragment that may carry TCP */
 	AMB_R_PASS_IPV6,      /* its IPv6 TCP let through (passthrough) */
+	AMB_R_DELIVER_TIME_WAIT, /* matches a tunnel socket in TIME_WAIT: to it */
 	AMB_R_MAX,
 };
 /* Slots of amb_counters: room for new reasons without changing the pinned

@@ -19,6 +19,30 @@ N1P1=$(amb_pod_ip 1 1) N1P2=$(amb_pod_ip 1 2) N1P3=$(amb_pod_ip 1 3) N1P4=$(amb_
 N2P1=$(amb_pod_ip 2 1) N2P2=$(amb_pod_ip 2 2)
 EXCLUDED_PORT=9999
 
+# The whoami server closes first, so the tunnel's side of each connection
+# ends in TIME_WAIT (60 s) under the pod's 4-tuple. A second connection from
+# the same source port must still get through: tc hands its SYN to the
+# TIME_WAIT socket, the pod resets the ACK that socket answers with, and the
+# SYN's retransmission finds the listener (bpf/lib/verdict.h lookup_flow()).
+# Before that, the SYN was assigned to the listener, collided with the
+# TIME_WAIT socket and vanished, every time, for a minute.
+case_time_wait_reuse() {
+	local rc=0 i out t0 ms tw
+	tw=$(amb_counter 1 deliver_time_wait)
+	for i in 1 2; do
+		t0=$(date +%s%N)
+		out=$(amb_pod_run 1 1 timeout 5 socat -u \
+			"TCP:$N2P1:7000,sourceport=45123,reuseaddr,connect-timeout=5" - 2>&1)
+		ms=$((($(date +%s%N) - t0) / 1000000))
+		diag "connection $i from port 45123: '$out' after $ms ms"
+		check_eq "connection $i: the server saw" "${out%%:*}" "$N1P1" || rc=1
+		[ "$ms" -lt 3000 ] || rc=1
+	done
+	[ "$(amb_counter 1 deliver_time_wait)" -gt "$tw" ] ||
+		{ diag "deliver_time_wait did not move"; rc=1; }
+	return "$rc"
+}
+
 setup() {
 	amb_node 1 && amb_node 2 &&
 		amb_pod 1 1 && amb_pod 1 2 && amb_pod 1 3 && amb_pod 1 4 &&
@@ -357,6 +381,7 @@ tap_ok "RST client->server reaches the server, cross-node" case_rst_c2s 2 1
 tap_ok "RST server->client reaches the client, cross-node" case_rst_s2c 2 1
 tap_ok "RST client->server reaches the server, same node" case_rst_c2s 1 2
 tap_ok "RST server->client reaches the client, same node" case_rst_s2c 1 2
+tap_ok "source port reused while the tunnel's side is in TIME_WAIT: connects within a second or two" case_time_wait_reuse
 tap_ok "spoofed source from an enrolled pod is dropped and counted" case_spoofed
 tap_ok "excluded port $EXCLUDED_PORT: enrolled pod's outbound passes untouched" case_excluded_port_out
 tap_ok "excluded port $EXCLUDED_PORT: inbound to an enrolled pod passes untouched" case_excluded_port_in
