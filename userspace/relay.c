@@ -711,6 +711,11 @@ static void tcp_release(struct tcp_end *t)
 
 static void tcp_close(struct relay_end *e)
 {
+	/* Graceful: undo relay_end_tcp_new()'s zero linger, so close() sends
+	 * what is still queued and then a FIN. */
+	struct linger lg = { 0 };
+
+	setsockopt(tcp_of(e)->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	tcp_release(tcp_of(e));
 }
 
@@ -760,9 +765,16 @@ static void tcp_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 int relay_end_tcp_new(struct loop *l, int fd, struct relay_end **out)
 {
 	struct tcp_end *t = calloc(1, sizeof(*t));
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
 	if (!t)
 		return -ENOMEM;
+	/*
+	 * Zero linger until a graceful tcp_close(): if the daemon dies (kill
+	 * -9, a crash) the kernel closes this fd with a RST, so the pod sees
+	 * its connection fail instead of a clean FIN after a truncated stream.
+	 */
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	t->base.ops = &tcp_end_ops;
 	t->loop = l;
 	loop_io_init(&t->io, fd, tcp_io_cb, t);

@@ -161,7 +161,8 @@ void relay_end_notify(struct relay_end *e, unsigned int what);
 
 /*
  * A TCP socket end (non-blocking fd, watched on loop `l`). Takes ownership of
- * fd only on success. 0 and *out, or -errno.
+ * fd only on success. 0 and *out, or -errno. The socket has zero linger
+ * until a graceful close, so if the process dies the peer gets a RST.
  */
 int relay_end_tcp_new(struct loop *l, int fd, struct relay_end **out);
 
