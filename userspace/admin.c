@@ -303,6 +303,52 @@ static void bpf_metrics(struct admin *a, struct sbuf *o)
 	}
 }
 
+/* HBONE abuse counters (struct hb_stats), one series per label set. */
+static void hbone_abuse_metrics(const struct hb_stats *h, struct sbuf *o)
+{
+	static const char *const sides[2] = {"client", "server"};
+	char l[96];
+
+	prom_family(o, "ambientd_hbone_protocol_errors_total", PROM_COUNTER,
+		    "GOAWAY and RST_STREAM frames sent with this HTTP/2 error "
+		    "code (not NO_ERROR, CANCEL, CONNECT_ERROR); side: ours");
+	for (int side = 0; side < 2; side++)
+		for (uint32_t code = 0; code < HB_H2_ERROR_CODES; code++) {
+			if (!hb_h2_error_counted(code))
+				continue;
+			snprintf(l, sizeof(l), "code=\"%s\",side=\"%s\"",
+				 hb_h2_error_name(code), sides[side]);
+			prom_sample_u64(
+			    o, "ambientd_hbone_protocol_errors_total", l, NULL,
+			    atomic_load(&h->errors[side][code]));
+		}
+	prom_family(o, "ambientd_hbone_deadlines_total", PROM_COUNTER,
+		    "HBONE connections closed because the peer missed a "
+		    "deadline");
+	for (int side = 0; side < 2; side++)
+		for (int dl = 0; dl < HB_DL__COUNT; dl++) {
+			snprintf(l, sizeof(l), "deadline=\"%s\",side=\"%s\"",
+				 hb_deadline_name(dl), sides[side]);
+			prom_sample_u64(o, "ambientd_hbone_deadlines_total", l,
+					NULL,
+					atomic_load(&h->deadlines[side][dl]));
+		}
+	prom_family(o, "ambientd_hbone_bad_requests_total", PROM_COUNTER,
+		    "CONNECT requests on 15008 answered 400 (malformed)");
+	prom_sample_u64(o, "ambientd_hbone_bad_requests_total", NULL, NULL,
+			atomic_load(&h->bad_requests));
+	prom_family(o, "ambientd_hbone_limits_total", PROM_COUNTER,
+		    "Times an HBONE peer ran into a limit");
+	for (int side = 0; side < 2; side++)
+		for (int lim = 0; lim < HB_LIM__COUNT; lim++) {
+			snprintf(l, sizeof(l), "limit=\"%s\",side=\"%s\"",
+				 hb_limit_name(lim), sides[side]);
+			prom_sample_u64(o, "ambientd_hbone_limits_total", l,
+					NULL,
+					atomic_load(&h->limits[side][lim]));
+		}
+}
+
 static void daemon_metrics(struct admin *a, const struct state *st,
 			   struct sbuf *o)
 {
@@ -325,8 +371,11 @@ static void daemon_metrics(struct admin *a, const struct state *st,
 	     "mTLS handshakes that failed or presented the wrong identity",
 	     &d->hbone.handshake_failures},
 	    {"ambientd_hbone_handshake_timeouts_total",
-	     "Connections to 15008 that sent no TLS bytes in time",
+	     "Connections to 15008 reset before their handshake began (no TLS bytes, or no handshake slot, in time)",
 	     &d->hbone.handshake_timeouts},
+	    {"ambientd_hbone_handshake_slot_timeouts_total",
+	     "Of those, connections that waited for a handshake slot in vain",
+	     &d->hbone.handshake_slot_timeouts},
 	    {"ambientd_config_rejected_total",
 	     "Config reloads refused (the previous config stays in force)",
 	     &d->config_rejected},
@@ -339,6 +388,7 @@ static void daemon_metrics(struct admin *a, const struct state *st,
 		prom_family(o, c[i].name, PROM_COUNTER, c[i].help);
 		prom_sample_u64(o, c[i].name, NULL, NULL, atomic_load(c[i].v));
 	}
+	hbone_abuse_metrics(&d->hbone.h2, o);
 	prom_family(o, "ambientd_authz_decisions_total", PROM_COUNTER,
 		    "Authorization decisions made in userspace");
 	prom_sample_u64(o, "ambientd_authz_decisions_total",

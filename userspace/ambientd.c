@@ -12,6 +12,7 @@
 #include <ifaddrs.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,8 @@ enum opt_key {
 	OPT_CONNECT_TIMEOUT,
 	OPT_PENDING_MAX,
 	OPT_PENDING_PER_SOURCE,
+	OPT_HS_MAX,
+	OPT_HS_PER_SOURCE,
 	OPT_LB,
 	OPT_OUTLIER_FAILURES,
 	OPT_OUTLIER_EJECTION,
@@ -86,6 +89,7 @@ enum opt_key {
 	OPT_ADMIN_ADDR,
 	OPT_ACCESS_LOG,
 	OPT_DRAIN_TIMEOUT,
+	OPT_HBONE_IDLE,
 	OPT_IPV6_PASSTHROUGH,
 };
 
@@ -106,6 +110,8 @@ static const struct cli_opt options[] = {
 	{ "connect-timeout", OPT_CONNECT_TIMEOUT, "MS", "TCP connect timeout towards upstreams and peer tunnels (default 10000)" },
 	{ "pending-max", OPT_PENDING_MAX, "N", "connections each worker's listener holds before they are relayed (connecting upstream, or in the TLS handshake on 15008); more are reset (default 8192)" },
 	{ "pending-per-source", OPT_PENDING_PER_SOURCE, "N", "of those, at most N from one source address (default 1024)" },
+	{ "handshake-max", OPT_HS_MAX, "N", "15008 TLS handshakes each worker runs at once (~40 KiB each); later clients wait for a slot (default 256)" },
+	{ "handshake-per-source", OPT_HS_PER_SOURCE, "N", "of those, at most N from one source address (default 32)" },
 	{ "load-balancing", OPT_LB, "ALGO", "service endpoint choice: least-request (random of two, fewer connections; default) or round-robin" },
 	{ "outlier-failures", OPT_OUTLIER_FAILURES, "N", "consecutive connect failures that eject an endpoint (default 5; 0 disables)" },
 	{ "outlier-ejection", OPT_OUTLIER_EJECTION, "MS", "first ejection time, doubled on each repeat, capped at 300000 (default 30000)" },
@@ -122,6 +128,7 @@ static const struct cli_opt options[] = {
 	{ "readiness-addr", OPT_READY_ADDR, "IP:PORT", "GET /healthz/ready (default 0.0.0.0:15021; off)" },
 	{ "admin-addr", OPT_ADMIN_ADDR, "IP:PORT", "admin API, loopback only (default 127.0.0.1:15000; off)" },
 	{ "drain-timeout", OPT_DRAIN_TIMEOUT, "SECONDS", "how long /quitquitquit lets connections finish (default 5)" },
+	{ "hbone-idle-timeout", OPT_HBONE_IDLE, "SECONDS", "an inbound HBONE connection (15008) without any stream is closed (GOAWAY) after this long (default 600)" },
 	{ "uninstall-on-exit", OPT_UNINSTALL_ON_EXIT, NULL, "remove programs, pins, rules on SIGTERM (default: keep them, fail closed)" },
 	{ "ipv6-passthrough", OPT_IPV6_PASSTHROUGH, NULL, "let enrolled pods' IPv6 TCP bypass the mesh (no mTLS, no policy) instead of refusing it; only for clusters that accept that (default: off, fail closed)" },
 	{ "version", OPT_VERSION, NULL, "print the version" },
@@ -149,7 +156,8 @@ struct opts {
 	const char *trust_domain;
 	unsigned cert_ttl;
 	unsigned connect_timeout_ms;
-	unsigned pending_max, pending_per_source;
+	unsigned hbone_idle_ms;
+	unsigned pending_max, pending_per_source, hs_max, hs_per_source;
 	struct lb_opts lb;
 	struct bpfctl_cidr svc_nets[MAX_EXCLUDES];
 	size_t n_svc_nets;
@@ -176,6 +184,8 @@ struct control {
 	char cfg_dir[PATH_MAX];
 	char cfg_base[PATH_MAX];
 	uLong cfg_crc; /* of the file content now in force */
+	uLong cfg_bad_crc; /* of the last content refused (when cfg_bad) */
+	bool cfg_bad;
 	char ctl_path[128];
 	uint64_t sock_events[AMB_SE_CLOSE + 1];
 	struct polmap_ids *pol_ids; /* policy slots of the kernel fast path */
@@ -329,16 +339,31 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		return 0;
 	case OPT_PENDING_MAX:
 	case OPT_PENDING_PER_SOURCE:
-		if (cli_parse_u64(arg, 1, 1000000, &v)) {
-			fprintf(stderr, "ambientd: --%s %s: expected 1..1000000\n",
-				key == OPT_PENDING_MAX ? "pending-max" : "pending-per-source", arg);
-			return -1;
+	case OPT_HS_MAX:
+	case OPT_HS_PER_SOURCE: {
+		static const struct {
+			int key;
+			const char *name;
+			size_t off;
+		} budgets[] = {
+			{ OPT_PENDING_MAX, "pending-max", offsetof(struct opts, pending_max) },
+			{ OPT_PENDING_PER_SOURCE, "pending-per-source", offsetof(struct opts, pending_per_source) },
+			{ OPT_HS_MAX, "handshake-max", offsetof(struct opts, hs_max) },
+			{ OPT_HS_PER_SOURCE, "handshake-per-source", offsetof(struct opts, hs_per_source) },
+		};
+
+		for (size_t i = 0; i < sizeof(budgets) / sizeof(budgets[0]); i++) {
+			if (budgets[i].key != key)
+				continue;
+			if (cli_parse_u64(arg, 1, 1000000, &v)) {
+				fprintf(stderr, "ambientd: --%s %s: expected 1..1000000\n",
+					budgets[i].name, arg);
+				return -1;
+			}
+			*(unsigned *)((char *)o + budgets[i].off) = (unsigned)v;
 		}
-		if (key == OPT_PENDING_MAX)
-			o->pending_max = (unsigned)v;
-		else
-			o->pending_per_source = (unsigned)v;
 		return 0;
+	}
 	case OPT_LB:
 		if (strcmp(arg, "least-request") == 0) {
 			o->lb.algo = LB_P2C;
@@ -428,6 +453,13 @@ static int handle_opt(int key, const char *arg, void *ctx)
 		}
 		o->admin.drain_ms = (unsigned)v * 1000;
 		return 0;
+	case OPT_HBONE_IDLE:
+		if (cli_parse_u64(arg, 1, 86400, &v)) {
+			fprintf(stderr, "ambientd: --hbone-idle-timeout %s: expected 1..86400 seconds\n", arg);
+			return -1;
+		}
+		o->hbone_idle_ms = (unsigned)v * 1000;
+		return 0;
 	case OPT_UNINSTALL_ON_EXIT:
 		o->uninstall_on_exit = true;
 		return 0;
@@ -514,7 +546,9 @@ static int read_config(struct control *c, char **buf, size_t *len, uLong *crc,
 		}
 	}
 	*crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)*buf, *len);
-	if (c->d.state && *crc == c->cfg_crc) {
+	/* In force already, or refused already (one file rewrite comes as
+	 * several inotify events: parse and complain once). */
+	if ((c->d.state && *crc == c->cfg_crc) || (c->cfg_bad && *crc == c->cfg_bad_crc)) {
 		free(*buf);
 		return 1;
 	}
@@ -802,7 +836,10 @@ static void on_config_loaded(struct loop *l, struct loop_io *io, uint32_t events
 	if (j->rc) {
 		atomic_fetch_add(&c->d.config_rejected, 1);
 		log_warn("config rejected, keeping the previous one: %s", j->err);
+		c->cfg_bad = true;
+		c->cfg_bad_crc = j->crc;
 	} else {
+		c->cfg_bad = false;
 		c->cfg_crc = j->crc;
 		daemon_state_publish(&c->d, j->st);
 		log_info("config reloaded from %s (generation %llu)", config_name(c),
@@ -1016,6 +1053,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 	while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
 			c->cfg_crc ^= 1; /* force: reload even if unchanged */
+			c->cfg_bad = false;
 			loop_timer_arm(l, &c->reload_timer, 0);
 			continue;
 		}
@@ -1516,13 +1554,13 @@ static int run(struct control *c)
 		return 1;
 	}
 	if (setup_identity(c))
-		return 1;
+		goto out_identity;
 	if (bpfctl_ensure_bpffs(c->o.bpffs))
-		return 1;
+		goto out_identity;
 	if (bpfctl_load_opts(&c->b, c->o.bpffs, c->o.node,
 			     &(struct bpfctl_load_opts){
 				     .ipv6_passthrough = c->o.ipv6_passthrough }))
-		return 1;
+		goto out_identity;
 	c->pol_ids = polmap_ids_new(c->b.pol_names_fd);
 	if (!c->pol_ids)
 		goto out;
@@ -1658,6 +1696,7 @@ out:
 		log_info("stopped; programs stay attached (enrolled pods fail "
 			 "closed until ambientd runs again)");
 	}
+out_identity: /* nothing loaded or pinned yet */
 	state_unref(c->d.state);
 	certstore_free(c->d.certs);
 	ca_free(c->d.ca);
@@ -1691,6 +1730,8 @@ static int start(struct control *c, int argc, char **argv)
 	c->o.connect_timeout_ms = 10000;
 	c->o.pending_max = DAEMON_DEFAULT_PENDING_MAX;
 	c->o.pending_per_source = DAEMON_DEFAULT_PENDING_PER_SOURCE;
+	c->o.hs_max = DAEMON_DEFAULT_HS_MAX;
+	c->o.hs_per_source = DAEMON_DEFAULT_HS_PER_SOURCE;
 	c->o.lb = (struct lb_opts){ .algo = LB_P2C,
 				    .outlier_failures = LB_DEFAULT_OUTLIER_FAILURES,
 				    .base_ejection_ms = LB_DEFAULT_BASE_EJECTION_MS,
@@ -1765,8 +1806,11 @@ static int start(struct control *c, int argc, char **argv)
 	c->d.node = c->o.node;
 	c->d.relay_buf_size = c->o.buf_size;
 	c->d.connect_timeout_ms = c->o.connect_timeout_ms;
+	c->d.hbone_idle_timeout_ms = c->o.hbone_idle_ms;
 	c->d.pending_max = c->o.pending_max;
 	c->d.pending_per_source = c->o.pending_per_source;
+	c->d.hs_max = c->o.hs_max;
+	c->d.hs_per_source = c->o.hs_per_source;
 	c->d.lb = c->o.lb;
 	for (size_t i = 0; i < c->o.n_svc_nets; i++)
 		c->d.svc_nets[i] = (struct ip_cidr){ c->o.svc_nets[i].addr,

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hbone.h"
 #include "lb.h"
 #include "state.h"
 
@@ -29,7 +30,11 @@ struct hbone_stats {
 	atomic_uint_fast64_t inbound_connections; /* 15008 handshakes passed */
 	atomic_uint_fast64_t inbound_streams;  /* CONNECTs received */
 	atomic_uint_fast64_t handshake_failures;
-	atomic_uint_fast64_t handshake_timeouts; /* no TLS bytes in time */
+	atomic_uint_fast64_t handshake_timeouts; /* no TLS bytes (or slot) in time */
+	atomic_uint_fast64_t handshake_slot_timeouts; /* of those: waited for a slot */
+	/* Every HBONE conn's abuse counters (hb_conn_opts.stats): HTTP/2
+	 * error codes sent, deadlines, limits; client and server side. */
+	struct hb_stats h2;
 };
 
 /* Authorization outcomes that no single policy owns. */
@@ -67,13 +72,21 @@ bool local_addrs_has(struct local_addrs *la, uint32_t addr);
  * (15008), in all and per source address. */
 #define DAEMON_DEFAULT_PENDING_MAX 8192
 #define DAEMON_DEFAULT_PENDING_PER_SOURCE 1024
+/* 15008 handshakes with TLS state at once, per worker (tunnel.c). */
+#define DAEMON_DEFAULT_HS_MAX 256
+#define DAEMON_DEFAULT_HS_PER_SOURCE 32
 
 struct daemon {
 	const char *node;
 	size_t relay_buf_size;
 	unsigned connect_timeout_ms; /* TCP connects towards upstreams */
+	/* Inbound HBONE conns without a stream are drained after this long
+	 * (--hbone-idle-timeout; 0: hbone.c's default). */
+	unsigned hbone_idle_timeout_ms;
 	unsigned pending_max;	     /* DAEMON_DEFAULT_PENDING_MAX */
 	unsigned pending_per_source; /* DAEMON_DEFAULT_PENDING_PER_SOURCE */
+	unsigned hs_max;	     /* DAEMON_DEFAULT_HS_MAX */
+	unsigned hs_per_source;	     /* DAEMON_DEFAULT_HS_PER_SOURCE */
 	struct local_addrs local;
 	struct lb_opts lb;
 	/* --service-cidr: VIP ranges; an unknown VIP in them is refused. */

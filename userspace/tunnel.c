@@ -234,6 +234,7 @@ static void dial_handshake(struct tls_conn *tc, bool ok, const char *err, void *
 		dial_fail(d, ENOMEM, "out of memory", NULL);
 		return;
 	}
+	opts.stats = &d->w->d->hbone.h2;
 	if (hb_conn_new_client(d->w->loop, t, &opts, &hc)) {
 		dial_fail(d, ENOMEM, "HTTP/2 session failed", NULL);
 		return;
@@ -511,26 +512,129 @@ struct inbound {
 	bool closed;
 	struct inbound *prev, *next; /* on w->inbounds while hc is live */
 	/* Until its handshake ended the connection holds a pending slot of
-	 * the 15008 listener (listener_admit). */
+	 * the 15008 listener (listener_admit) and, once TLS started, a
+	 * handshake slot (struct hs_budget). */
 	struct listener *ls;
+	bool hs_slot;
 };
 
-/* An accepted 15008 connection that has not sent a byte yet: only this
- * and the socket exist, no TLS state (a client that connects and waits
- * costs almost nothing until its deadline). */
+/*
+ * An accepted 15008 connection without TLS state: it has sent nothing yet,
+ * or it waits for a handshake slot. Only this and the socket exist (about
+ * 5 KiB with the kernel's bookkeeping in the daemon's RSS), until the
+ * first-byte deadline.
+ */
 struct inbound_wait {
 	struct inbound *in;
 	struct loop_io io;
 	struct loop_timer deadline;
+	struct inbound_wait *prev, *next; /* in the slot queue */
+	bool queued;
 };
 
-/* The handshake ended (either way): give the pending slot back. */
+/*
+ * Handshakes in progress cost what OpenSSL keeps for them, ~40 KiB each
+ * (the SSL object, a zero-filled 16 KiB message buffer, key exchange and
+ * transcript state): more than a pending connection should. So each worker
+ * runs at most hs_max at once and hs_per_source from one address; clients
+ * past that wait, without TLS state, in arrival order, and are reset if no
+ * slot frees before their first-byte deadline. Memory in handshakes is then
+ * bounded by hs_max x 40 KiB per worker whatever a peer does.
+ */
+struct hs_budget {
+	uint32_t active;
+	struct srctrack by_source;
+	struct inbound_wait *head, *tail; /* waiting for a slot */
+	bool kicking; /* hs_kick() runs: a slot freed inside it is seen there */
+};
+
+static void hs_start(struct inbound_wait *wt);
+
+static bool hs_take(struct worker *w, struct inbound *in)
+{
+	struct hs_budget *hs = w->hs;
+
+	if (hs->active >= w->d->hs_max ||
+	    srctrack_take(&hs->by_source, in->src.sin_addr.s_addr, w->d->hs_per_source))
+		return false;
+	hs->active++;
+	in->hs_slot = true;
+	return true;
+}
+
+static void hs_enqueue(struct worker *w, struct inbound_wait *wt)
+{
+	struct hs_budget *hs = w->hs;
+
+	wt->queued = true;
+	wt->next = NULL;
+	wt->prev = hs->tail;
+	if (hs->tail)
+		hs->tail->next = wt;
+	else
+		hs->head = wt;
+	hs->tail = wt;
+}
+
+static void hs_dequeue(struct worker *w, struct inbound_wait *wt)
+{
+	struct hs_budget *hs = w->hs;
+
+	if (wt->prev)
+		wt->prev->next = wt->next;
+	else
+		hs->head = wt->next;
+	if (wt->next)
+		wt->next->prev = wt->prev;
+	else
+		hs->tail = wt->prev;
+	wt->queued = false;
+	wt->prev = wt->next = NULL;
+}
+
+/* How far one freed slot looks down the queue past clients whose source
+ * is at its cap (bounded work per handshake; those expire in time). */
+#define HS_KICK_SCAN 64
+
+/* A slot freed: start the oldest waiting client that may have one. */
+static void hs_kick(struct worker *w)
+{
+	struct hs_budget *hs = w->hs;
+	struct inbound_wait *wt, *next;
+	int n = 0;
+
+	if (hs->kicking)
+		return;
+	hs->kicking = true;
+	for (wt = hs->head; wt && n < HS_KICK_SCAN && hs->active < w->d->hs_max;
+	     wt = next, n++) {
+		if (!hs_take(w, wt->in)) {
+			next = wt->next; /* its source is at its cap: the next one */
+			continue;
+		}
+		hs_dequeue(w, wt);
+		hs_start(wt);
+		next = hs->head; /* starting may have changed the queue */
+	}
+	hs->kicking = false;
+}
+
+/* The handshake ended (either way): give the pending and handshake slots
+ * back. */
 static void inbound_settle(struct inbound *in)
 {
-	if (!in->ls)
-		return;
-	listener_done(in->ls, &in->src);
-	in->ls = NULL;
+	struct worker *w = in->w;
+
+	if (in->ls) {
+		listener_done(in->ls, &in->src);
+		in->ls = NULL;
+	}
+	if (in->hs_slot) {
+		in->hs_slot = false;
+		w->hs->active--;
+		srctrack_put(&w->hs->by_source, in->src.sin_addr.s_addr);
+		hs_kick(w);
+	}
 }
 
 static void inbound_link(struct inbound *in)
@@ -778,6 +882,8 @@ static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, voi
 		free(in);
 		return;
 	}
+	opts.stats = &in->w->d->hbone.h2;
+	opts.idle_timeout_ms = in->w->d->hbone_idle_timeout_ms;
 	if (hb_conn_new_server(in->w->loop, t, &opts, &cbs, &in->hc)) {
 		free(in);
 		return;
@@ -801,6 +907,8 @@ static void wait_end(struct inbound_wait *wt)
 {
 	struct loop *l = wt->in->w->loop;
 
+	if (wt->queued)
+		hs_dequeue(wt->in->w, wt);
 	loop_io_stop(l, &wt->io);
 	loop_timer_disarm(l, &wt->deadline);
 	loop_defer_free(l, wt, free);
@@ -816,26 +924,28 @@ static void wait_timeout(struct loop *l, struct loop_timer *t)
 
 	atomic_fetch_add(&in->w->d->hbone.handshake_failures, 1);
 	atomic_fetch_add(&in->w->d->hbone.handshake_timeouts, 1);
-	log_info_rl("hbone inbound %s: no TLS bytes in %d ms; reset",
-		    ip_str(&in->src, a), HBONE_FIRST_BYTE_MS);
+	if (wt->queued)
+		atomic_fetch_add(&in->w->d->hbone.handshake_slot_timeouts, 1);
+	log_info_rl("hbone inbound %s: %s in %d ms; reset", ip_str(&in->src, a),
+		    wt->queued ? "no handshake slot free" : "no TLS bytes",
+		    HBONE_FIRST_BYTE_MS);
 	wait_end(wt);
 	inbound_settle(in);
 	reset_close(fd);
 	free(in);
 }
 
-/* The first bytes are there: now the TLS state is worth building. */
-static void wait_readable(struct loop *l, struct loop_io *io, uint32_t events)
+/* Build the TLS state (the handshake slot is taken). */
+static void hs_start(struct inbound_wait *wt)
 {
 	static const struct tls_conn_cbs cbs = { .on_handshake = inbound_handshake };
-	struct inbound_wait *wt = io->arg;
 	struct inbound *in = wt->in;
 	struct worker *w = in->w;
 	const struct workload *wl;
 	char id[SPIFFE_ID_MAX];
 	struct tls_conn *tc;
 	SSL_CTX *ctx = NULL;
-	int fd = io->fd;
+	int fd = wt->io.fd;
 
 	wait_end(wt);
 	/* We answer as the pod the client dialed, with its certificate (the
@@ -848,6 +958,20 @@ static void wait_readable(struct loop *l, struct loop_io *io, uint32_t events)
 		reset_close(fd);
 		free(in);
 	}
+}
+
+/* The first bytes are there: now the TLS state is worth building, if a
+ * handshake slot is free; else wait for one, not reading. */
+static void wait_readable(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct inbound_wait *wt = io->arg;
+
+	if (hs_take(wt->in->w, wt->in)) {
+		hs_start(wt);
+		return;
+	}
+	loop_io_update(l, io, 0);
+	hs_enqueue(wt->in->w, wt);
 }
 
 void tunnel_inbound(struct worker *w, struct listener *ls, int fd,
@@ -893,6 +1017,9 @@ int tunnel_worker_init(struct worker *w)
 {
 	struct pool_opts opts = { .connect = pool_dial, .arg = w };
 
+	w->hs = calloc(1, sizeof(*w->hs));
+	if (!w->hs)
+		return -ENOMEM;
 	w->pool = pool_new(w->loop, &opts);
 	return w->pool ? 0 : -ENOMEM;
 }
@@ -906,8 +1033,22 @@ void tunnel_worker_drain(struct worker *w)
 
 void tunnel_worker_fini(struct worker *w)
 {
+	struct inbound *in, *next;
+
+	/* Accepted HBONE connections still open are reset like the pool's
+	 * below; closing one unlinks (and frees) it, and loop_free() runs
+	 * the deferred frees, so a stopped worker leaves nothing behind. */
+	for (in = w->inbounds; in; in = next) {
+		next = in->next;
+		if (in->hc)
+			hb_conn_close(in->hc);
+	}
 	if (w->pool)
 		pool_free(w->pool);
 	w->pool = NULL;
 	ctx_cache_clear(w);
+	if (w->hs)
+		srctrack_free(&w->hs->by_source);
+	free(w->hs);
+	w->hs = NULL;
 }

@@ -97,6 +97,8 @@ struct worker {
 	struct tel_worker *tel;
 	/* Accepted HBONE connections (tunnel.c), for GOAWAY on drain. */
 	struct inbound *inbounds;
+	/* Inbound TLS handshakes running and waiting (tunnel.c). */
+	struct hs_budget *hs;
 	/* Listeners open (cleared by worker_stop_listening()). */
 	atomic_bool listening;
 };
