@@ -31,9 +31,9 @@ amb_init "ho$$"
 N2P1=$(amb_pod_ip 2 1) N2P2=$(amb_pod_ip 2 2)
 N2=$(amb_node_ip 2)
 SINK=$N2P1:7001
-# The legitimate transfer of each case: 24 MiB at 8 MiB/s (3 s), so it
-# runs through the whole attack.
-LEGIT_BYTES=24M LEGIT_RATE=8M
+# The legitimate transfer of each case: 16 MiB at 8 MiB/s (2 s), so it
+# runs through the whole attack (most take well under a second).
+LEGIT_BYTES=16M LEGIT_RATE=8M
 # RSS bounds (KiB) over the value before each attack: during it, and once
 # it is over. A conn holds at most its 16 MiB receive window, nghttp2's
 # queues and 512 KiB per open stream (send ring + relay buffer).
@@ -362,7 +362,7 @@ case_zero_window() {
 	amb_pod_run 1 3 timeout 90 "$PY" "$PEER" zero-window --host "$N2P1" \
 		--ca "$AMB_WORK/ca/ca-cert.pem" --cert "$AMB_WORK/hostile.pem" \
 		--key "$AMB_WORK/hostile.key" --target "$N2P1:7003" --count 50 \
-		--hold 45 >"$ZW_OUT" 2>&1 &
+		--hold 36 >"$ZW_OUT" 2>&1 &
 	ZW_PID=$!
 	wait_for 10 grep -q holding "$ZW_OUT" || { diag "zero-window peer never held its streams"; rc=1; }
 	sleep 2 # the pods' data piles up against the zero window
@@ -382,7 +382,7 @@ case_zero_window() {
 case_zero_window_cut() {
 	local rc=0 left
 	[ -n "$ZW_PID" ] || { diag "the zero-window case did not run"; return 1; }
-	left=$((ZW_START + 50 - $(date +%s)))
+	left=$((ZW_START + 38 - $(date +%s)))
 	[ "$left" -le 0 ] || diag "waiting ${left} s more for the keepalive deadline"
 	wait "$ZW_PID"
 	RESULT=$(tail -1 "$ZW_OUT")
