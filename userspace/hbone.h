@@ -239,6 +239,11 @@ struct hb_header {
 /*
  * A validated CONNECT request handed to the server's on_connect. Fields are
  * read-only and valid until the request is answered (hb_stream_respond()).
+ * Every field passed the byte checks (RFC 9113 §8.2.1, stricter): names are
+ * lowercase token characters, values hold no control character but HTAB
+ * (no NUL, CR or LF) and no leading or trailing blank; at most 64 regular
+ * fields and opts.max_header_list bytes in all. Anything else was answered
+ * 400 (431 when too large) and never shows up here.
  */
 struct hb_stream_req {
 	const char *authority; /* "ip:port" ("[v6]:port"), already checked */
