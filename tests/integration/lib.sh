@@ -79,6 +79,7 @@ diag() {
 # the tail of every daemon log as diagnostics).
 tap_done() {
 	local n
+	amb_sanitizer_case
 	echo "1..$TAP_N"
 	[ "$TAP_FAILED" -eq 0 ] && exit 0
 	diag "$TAP_FAILED of $TAP_N cases failed"
@@ -178,7 +179,8 @@ amb_init() {
 	AMB_WORK=$(mktemp -d "/tmp/amb-$P.XXXXXX")
 	CG="$(cgroup2_root)/amb-$P"
 	mkdir -p "$CG"
-	trap amb_cleanup EXIT
+	amb_sanitizer_env
+	trap amb_exit_trap EXIT
 	trap 'exit 130' INT TERM
 	amb_netns_add "$P-ul"
 	ip -n "$P-ul" link add br0 type bridge
@@ -196,6 +198,16 @@ amb_netns_add() {
 
 ns_sysctl() {
 	ip netns exec "$1" sysctl -qw "$2" >/dev/null
+}
+
+# amb_ipv6_enable NS: IPv6 back on in a namespace of amb_netns_add, its
+# interfaces included, for the cases that need it (addresses from
+# 2001:2::/48 only). Duplicate address detection goes off first, on every
+# interface, so addresses (link-local ones too) are usable at once.
+amb_ipv6_enable() {
+	ip netns exec "$1" sh -c 'for f in /proc/sys/net/ipv6/conf/*/accept_dad; do
+		echo 0 >"$f"; done' &&
+		ns_sysctl "$1" net.ipv6.conf.all.disable_ipv6=0
 }
 
 # amb_node N: node netns with its uplink; routes to all nodes created so far
@@ -470,7 +482,64 @@ amb_daemon_diag() {
 	tail -n "${2:-15}" "$log" | diag
 }
 
+# ---------------------------------------------------------------- sanitizers
+
+# With a sanitizer build (scripts/test's second pass) every process we start
+# (daemons, ambientctl, tcptool) writes its ASan/UBSan/LSan/TSan report to
+# $AMB_WORK/sanitizer.<pid> instead of stderr, where a daemon's report would
+# drown in its log and a client's in a command substitution. A report there
+# fails the suite: a daemon ASan killed would otherwise look like no more
+# than "connection refused". Without sanitizers the options are ignored.
+amb_sanitizer_env() {
+	local o
+	for o in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
+		export "$o=${!o:+${!o}:}log_path=$AMB_WORK/sanitizer"
+	done
+}
+
+# amb_sanitized: true when $AMBIENTD is a sanitizer build. ASan keeps freed
+# memory in quarantine and both ASan and TSan map shadow memory, so RSS
+# bounds say nothing about the daemon there: skip such checks (tap_skip)
+# and keep the rest of the case.
+amb_sanitized() {
+	grep -qaE '__(asan|tsan)_init' "$AMBIENTD" 2>/dev/null
+}
+
+# Prints new sanitizer reports as diagnostics (at most 60 lines each) and
+# marks them seen; returns 1 if there was one.
+amb_sanitizer_reports() {
+	local f found=1
+	[ -n "$AMB_WORK" ] || return 0
+	for f in "$AMB_WORK"/sanitizer.*; do
+		[ -f "$f" ] || continue
+		case $f in *.seen) continue ;; esac
+		found=0
+		diag "--- sanitizer report $(basename "$f"):"
+		head -n 60 "$f" | diag
+		mv -f "$f" "$f.seen"
+	done
+	[ "$found" -eq 1 ]
+}
+
+# From tap_done: stop the daemons (a leak is reported at exit) and turn any
+# report into a failing case. Adds no case when there is none.
+amb_sanitizer_case() {
+	local n
+	[ -n "$AMB_WORK" ] || return 0
+	for n in "${!AMB_DAEMON_PID[@]}"; do
+		amb_daemon_stop "$n" 2>/dev/null
+	done
+	amb_sanitizer_reports || tap_fail "no sanitizer (ASan/UBSan/LSan/TSan) reports"
+}
+
 # ---------------------------------------------------------------- cleanup
+
+# The EXIT trap: cleanup's status (non-zero also when a sanitizer reported
+# during cleanup) becomes the script's.
+amb_exit_trap() {
+	amb_cleanup
+	exit $?
+}
 
 # Removes everything of prefix P: processes, daemons (then uninstall), netns,
 # pins, cgroup, temp dir. Safe to call more than once and on a half-built
@@ -518,6 +587,10 @@ amb_cleanup() {
 	for n in "${AMB_NODES[@]}"; do
 		rm -rf "$(amb_pin_dir "$n")"
 	done
+	if ! amb_sanitizer_reports; then
+		diag "sanitizer reports during cleanup: failing the suite"
+		rc=1
+	fi
 	if [ -n "$CG" ] && [ -d "$CG" ]; then
 		tries=50
 		while ! rmdir "$CG" 2>/dev/null && [ "$tries" -gt 0 ]; do
