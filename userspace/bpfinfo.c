@@ -22,8 +22,8 @@ static const char *const map_pins[] = {
 
 const char *bpfinfo_verdict_of(const char *reason)
 {
-	static const char *const verdicts[] = {"assign", "pass", "drop",
-					       "refused"};
+	static const char *const verdicts[] = {"assign", "deliver", "pass",
+					       "drop", "refused"};
 
 	for (size_t i = 0; i < sizeof(verdicts) / sizeof(verdicts[0]); i++) {
 		size_t n = strlen(verdicts[i]);
