@@ -1326,7 +1326,11 @@ void tls_conn_close(struct tls_conn *c)
 	}
 	c->fin_pending = true;
 	flush_out(c);
-	if (c->sock_err || !c->out.len) {
+	/* Linger also with everything written: a peer still sending would
+	 * get a RST for its next bytes, and a RST destroys what we wrote
+	 * and it has not read yet (e.g. the GOAWAY that says why). */
+	if (c->sock_err ||
+	    (!c->out.len && (c->rx_eof || c->state != TLS_OPEN))) {
 		destroy(c);
 		return;
 	}
