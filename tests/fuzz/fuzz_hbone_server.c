@@ -23,7 +23,8 @@
  *   the rest    HTTP/2 bytes from the client, starting with its preface
  *
  * Properties: no sanitizer report; the request handed to on_connect holds
- * its contract (authority and header strings, bounded count); and once
+ * its contract (hbone.h: lowercase token names, values without controls or
+ * surrounding blanks, a bounded count); and once
  * the peer is gone and every request answered, nothing is left: no conn,
  * no stream, no relay alive, the transport and every upstream end released
  * exactly once. Everything runs on one loop created per input; no state
@@ -342,6 +343,28 @@ static void answer(struct run *r, struct hb_stream_req *req, uint8_t a)
 	relay_start(r->l, end, &u->base, false, &o, NULL);
 }
 
+/*
+ * hbone.h: names are lowercase (tokens), values hold no control character
+ * but HTAB (so no NUL, CR or LF that would cut or split them in a log line)
+ * and no surrounding blanks.
+ */
+static bool field_ok(const char *name, const char *value)
+{
+	size_t vlen = strlen(value);
+
+	if (!*name)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		      strchr("!#$%&'*+-.^_`|~", *p)))
+			return false;
+	for (const char *p = value; *p; p++)
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return false;
+	return !vlen || (value[0] != ' ' && value[0] != '\t' &&
+			 value[vlen - 1] != ' ' && value[vlen - 1] != '\t');
+}
+
 static void on_connect(void *arg, struct hb_conn *c, struct hb_stream_req *req)
 {
 	struct run *r = arg;
@@ -354,11 +377,18 @@ static void on_connect(void *arg, struct hb_conn *c, struct hb_stream_req *req)
 	    (req->n_headers && !req->headers))
 		abort();
 	for (size_t i = 0; i < req->n_headers; i++) {
-		if (!req->headers[i].name || !req->headers[i].value)
+		if (!req->headers[i].name || !req->headers[i].value ||
+		    !field_ok(req->headers[i].name, req->headers[i].value)) {
+			fprintf(stderr, "header \"%s\" reaches on_connect\n",
+				req->headers[i].name ? req->headers[i].name
+						     : "(null)");
 			abort();
+		}
 		total += strlen(req->headers[i].name) +
 			 strlen(req->headers[i].value);
 	}
+	if (!field_ok("authority", req->authority))
+		abort();
 	total += strlen(req->authority);
 	if (total > 1024 * 1024)
 		abort();
@@ -467,7 +497,8 @@ static void cut_input(struct run *r)
 	const uint8_t *p = r->t.in, *end = r->t.in + r->t.len;
 	size_t step = (r->flags & 3) == 2 ? 13 : 257;
 
-	r->cuts = malloc(sizeof(*r->cuts) * (r->t.len / 13 + 2));
+	/* At most one cut per separator (or 13-byte step), and the end. */
+	r->cuts = malloc(sizeof(*r->cuts) * (r->t.len / (sizeof(SEP) - 1) + 2));
 	if (!r->cuts)
 		abort();
 	switch (r->flags & 3) {
