@@ -20,7 +20,7 @@ set -u
 
 amb_require daemon jq curl nc
 command -v prometheus >/dev/null 2>&1 ||
-	skip_all "prometheus not installed (Debian package prometheus; run sudo scripts/setup)"
+	skip_all "prometheus not installed (Debian package prometheus; run scripts/setup)"
 command -v promtool >/dev/null 2>&1 || skip_all "promtool not installed (Debian package prometheus)"
 amb_init "ob$$"
 
