@@ -13,7 +13,10 @@ int addr_parse_ipport(const char *s, struct sockaddr_in *out)
 	unsigned long port = 0;
 	const char *p;
 
-	if (!colon || colon == s || (size_t)(colon - s) >= sizeof(ip) || !colon[1])
+	/* A leading zero ("80" spelled "080") is refused: one address has
+	 * one spelling, so what we log and match is what the peer sent. */
+	if (!colon || colon == s || (size_t)(colon - s) >= sizeof(ip) ||
+	    !colon[1] || colon[1] == '0')
 		return -EINVAL;
 	/* At most 5 digits: no overflow, no sign, no blanks (strtoul would
 	 * take all three). */

@@ -5,6 +5,7 @@
  * same snapshot a local file would.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 #include "kubesrc.h"
 #include "state.h"
 #include "tap.h"
+
+/* A string literal and its length (the parsers take bytes, not C strings). */
+#define LIT(s) (s), sizeof(s) - 1
 
 static struct json_object *J(const char *s)
 {
@@ -132,9 +136,120 @@ out:
 	json_object_put(hints);
 }
 
+/* API bytes into the cache: what the watcher threads do with a response. */
+static void test_list_and_watch(void)
+{
+	static const char page[] =
+		"{\"kind\":\"PodList\",\"metadata\":{\"resourceVersion\":\"42\",\"continue\":\"tok\"},"
+		"\"items\":[{\"metadata\":{\"namespace\":\"demo\",\"name\":\"a\","
+		"\"managedFields\":[{\"manager\":\"x\"}]}},7,null,"
+		"{\"metadata\":{\"name\":\"cluster-scoped\"}}]}\n";
+	struct json_object *objs = json_object_new_object(), *hints = J("{\"demo/a\":\"198.18.1.9\"}");
+	struct json_object *a;
+	struct kube_event ev;
+	char rv[64], cont[64];
+	int rc;
+
+	rc = kube_list_page(KUBE_PODS, page, sizeof(page) - 1, objs, rv, sizeof(rv), cont, sizeof(cont));
+	ok(rc == 0 && strcmp(rv, "42") == 0 && strcmp(cont, "tok") == 0,
+	   "list page: resourceVersion and continue token");
+	a = json_object_object_get(objs, "demo/a");
+	ok(a && json_object_object_length(objs) == 2 && json_object_object_get(objs, "cluster-scoped") &&
+	   !json_object_object_get(json_object_object_get(a, "metadata"), "managedFields"),
+	   "list page: objects keyed ns/name (or name), managedFields dropped, non-objects skipped");
+	ok(kube_list_page(KUBE_PODS, page, 20, objs, rv, sizeof(rv), cont, sizeof(cont)) == -EINVAL &&
+	   kube_list_page(KUBE_PODS, LIT("{\"items\":[]} x"), objs, rv, sizeof(rv), cont, sizeof(cont)) == -EINVAL &&
+	   kube_list_page(KUBE_PODS, LIT("{\"items\":{}}"), objs, rv, sizeof(rv), cont, sizeof(cont)) == -EINVAL &&
+	   kube_list_page(KUBE_PODS, LIT("{\"items\":[{\"metadata\":{\"name\":\"\xff\"}}]}"), objs, rv,
+			  sizeof(rv), cont, sizeof(cont)) == -EINVAL,
+	   "list page: cut, trailing bytes, items not a list and bad UTF-8 are refused");
+	/* Found by fuzz_kube (corpus/kube/crash-metadata-not-an-object): json-c
+	 * aborts on deleting a key from a non-object. */
+	rc = kube_list_page(KUBE_PODS, LIT("{\"items\":[{\"metadata\":5}]}"), objs, rv, sizeof(rv), cont,
+			    sizeof(cont));
+	ok(rc == 0, "list page: an item whose metadata is not an object does not abort");
+
+	rc = kube_event_parse(LIT("{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"namespace\":\"demo\","
+			      "\"name\":\"a\",\"resourceVersion\":\"43\"}}}"), &ev);
+	ok(rc == 0 && ev.type == KUBE_EV_DELETED && ev.rv && strcmp(ev.rv, "43") == 0,
+	   "watch: DELETED event with its resourceVersion");
+	ok(rc == 0 && kube_event_apply(KUBE_PODS, &ev, objs, hints) == 0 &&
+	   !json_object_object_get(objs, "demo/a") && !json_object_object_get(hints, "demo/a"),
+	   "watch: DELETED drops the pod and its CNI hint");
+	kube_event_free(&ev);
+	rc = kube_event_parse(LIT("{\"type\":\"ERROR\",\"object\":{\"code\":410,\"message\":\"gone\"}}"), &ev);
+	ok(rc == 0 && ev.type == KUBE_EV_ERROR && ev.code == 410 && ev.message &&
+	   kube_event_apply(KUBE_PODS, &ev, objs, hints) == -EINVAL,
+	   "watch: ERROR carries the Status code and applies nothing");
+	kube_event_free(&ev);
+	ok(kube_event_parse(LIT("{\"type\":\"ADDED\",\"object\":[]}"), &ev) == -EINVAL && !ev.root &&
+	   kube_event_parse(LIT("{\"type\":\"NOPE\",\"object\":{}}"), &ev) == -EINVAL &&
+	   kube_event_parse(LIT("{\"type\":\"ADDED\",\"object\":{}}{}"), &ev) == -EINVAL,
+	   "watch: object not an object, unknown type, trailing bytes are not events");
+	rc = kube_event_parse(LIT("{\"type\":\"ADDED\",\"object\":{\"metadata\":[]}}"), &ev);
+	ok(rc == 0 && kube_event_apply(KUBE_PODS, &ev, objs, hints) == 0,
+	   "watch: an object whose metadata is not an object does not abort");
+	kube_event_free(&ev);
+	json_object_put(objs);
+	json_object_put(hints);
+}
+
+static void test_cni_request(void)
+{
+	static const char line[] = "{\"command\":\"ADD\",\"podNamespace\":\"demo\",\"podName\":\"a\","
+				   "\"ips\":[\"198.18.1.9\",\"198.18.1.10\"]}";
+	struct kube_cni_req r;
+
+	ok(kube_cni_parse(line, sizeof(line) - 1, &r) == 0 && strcmp(r.command, "ADD") == 0 &&
+	   strcmp(r.ns, "demo") == 0 && strcmp(r.name, "a") == 0 && strcmp(r.ip, "198.18.1.9") == 0,
+	   "CNI request: command, pod and its first address");
+	ok(kube_cni_parse(LIT("{\"command\":\"DEL\",\"podNamespace\":\"d\",\"podName\":\"a\",\"ips\":[5]}"),
+			  &r) == 0 && r.ip[0] == '\0',
+	   "CNI request: an address that is not a string is no address");
+	ok(kube_cni_parse(LIT("{\"command\":\"ADD\",\"podNamespace\":\"d\"}"), &r) == -EINVAL &&
+	   !r.command[0] &&
+	   kube_cni_parse(LIT("{\"command\":\"ADD\",\"podNamespace\":\"d\",\"podName\":\"a\\u0000b\"}"), &r) ==
+		   -EINVAL,
+	   "CNI request: missing podName, or a NUL inside a name, is refused");
+}
+
+/* Found by fuzz_kube (corpus/kube/crash-yaml-control-characters): YAML
+ * refuses DEL, C1 controls and U+FFFE/U+FFFF that JSON leaves raw (one pod
+ * named so made the whole model unloadable) and folds NEL and U+2028 as
+ * line breaks. */
+static void test_model_odd_strings(void)
+{
+	struct kube_opts o = { .node = "n1", .trust_domain = "cluster.local", .cluster_domain = "cluster.local" };
+	struct json_object *pods = J("{\"demo/x\":{\"metadata\":{\"namespace\":\"demo\","
+				     "\"name\":\"del\\u007f c1\\u0080\\u009f nel\\u0085 ls\\u2028 nonchar\\uffff\"},"
+				     "\"status\":{\"podIP\":\"198.18.1.9\"}}}");
+	struct json_object *empty = J("{}");
+	const struct workload *wl;
+	struct state *st = NULL;
+	char *text = NULL, err[512] = "";
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int rc;
+
+	kube_build_yaml(pods, empty, empty, empty, empty, &o, f);
+	fclose(f);
+	rc = config_load_buffer("kube", text, len, &st, err, sizeof(err));
+	wl = st ? state_workload_by_ip(st, inet_addr("198.18.1.9")) : NULL;
+	ok(rc == 0 && wl && wl->name &&
+	   strcmp(wl->name, "del\x7f c1\xc2\x80\xc2\x9f nel\xc2\x85 ls\xe2\x80\xa8 nonchar\xef\xbf\xbf") == 0,
+	   "model: names with characters YAML does not allow raw load, unchanged (%s)", err);
+	state_unref(st);
+	free(text);
+	json_object_put(pods);
+	json_object_put(empty);
+}
+
 int main(void)
 {
 	test_captured();
 	test_model();
+	test_list_and_watch();
+	test_cni_request();
+	test_model_odd_strings();
 	return tap_done();
 }
