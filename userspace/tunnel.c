@@ -516,6 +516,7 @@ struct inbound {
 	 * handshake slot (struct hs_budget). */
 	struct listener *ls;
 	bool hs_slot;
+	struct tls_conn *tc; /* during the handshake (on hs_budget.shaking) */
 };
 
 /*
@@ -530,6 +531,8 @@ struct inbound_wait {
 	struct loop_timer deadline;
 	struct inbound_wait *prev, *next; /* in the slot queue */
 	bool queued;
+	/* On hs_budget.waiters: everything a stopping worker must free. */
+	struct inbound_wait *wprev, *wnext;
 };
 
 /*
@@ -545,8 +548,43 @@ struct hs_budget {
 	uint32_t active;
 	struct srctrack by_source;
 	struct inbound_wait *head, *tail; /* waiting for a slot */
+	/* Every waiter, and every inbound in its TLS handshake (linked by
+	 * its prev/next, which w->inbounds uses only after the handshake):
+	 * only the loop refers to them, so a stopping worker frees them
+	 * from here. */
+	struct inbound_wait *waiters;
+	struct inbound *shaking;
 	bool kicking; /* hs_kick() runs: a slot freed inside it is seen there */
 };
+
+static void waiter_unlink(struct inbound_wait *wt)
+{
+	struct hs_budget *hs = wt->in->w->hs;
+
+	if (wt->wprev)
+		wt->wprev->wnext = wt->wnext;
+	else
+		hs->waiters = wt->wnext;
+	if (wt->wnext)
+		wt->wnext->wprev = wt->wprev;
+	wt->wprev = wt->wnext = NULL;
+}
+
+static void shaking_unlink(struct inbound *in)
+{
+	struct hs_budget *hs = in->w->hs;
+
+	if (!in->tc)
+		return;
+	if (in->prev)
+		in->prev->next = in->next;
+	else
+		hs->shaking = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	in->prev = in->next = NULL;
+	in->tc = NULL;
+}
 
 static void hs_start(struct inbound_wait *wt);
 
@@ -867,6 +905,7 @@ static void inbound_handshake(struct tls_conn *tc, bool ok, const char *err, voi
 	struct hb_transport *t;
 	char a[32];
 
+	shaking_unlink(in);
 	inbound_settle(in);
 	if (!ok) {
 		atomic_fetch_add(&in->w->d->hbone.handshake_failures, 1);
@@ -907,6 +946,7 @@ static void wait_end(struct inbound_wait *wt)
 {
 	struct loop *l = wt->in->w->loop;
 
+	waiter_unlink(wt);
 	if (wt->queued)
 		hs_dequeue(wt->in->w, wt);
 	loop_io_stop(l, &wt->io);
@@ -957,7 +997,14 @@ static void hs_start(struct inbound_wait *wt)
 		inbound_settle(in);
 		reset_close(fd);
 		free(in);
+		return;
 	}
+	in->tc = tc;
+	in->prev = NULL;
+	in->next = w->hs->shaking;
+	if (in->next)
+		in->next->prev = in;
+	w->hs->shaking = in;
 }
 
 /* The first bytes are there: now the TLS state is worth building, if a
@@ -1010,7 +1057,12 @@ void tunnel_inbound(struct worker *w, struct listener *ls, int fd,
 		inbound_settle(in);
 		reset_close(fd);
 		free(in);
+		return;
 	}
+	wt->wnext = w->hs->waiters;
+	if (wt->wnext)
+		wt->wnext->wprev = wt;
+	w->hs->waiters = wt;
 }
 
 int tunnel_worker_init(struct worker *w)
@@ -1042,6 +1094,25 @@ void tunnel_worker_fini(struct worker *w)
 		next = in->next;
 		if (in->hc)
 			hb_conn_close(in->hc);
+	}
+	/* Not yet HTTP/2: waiting for bytes or a slot, or in the handshake. */
+	while (w->hs && w->hs->waiters) {
+		struct inbound_wait *wt = w->hs->waiters;
+		int fd = wt->io.fd;
+
+		in = wt->in;
+		wait_end(wt);
+		inbound_settle(in);
+		reset_close(fd);
+		free(in);
+	}
+	while (w->hs && (in = w->hs->shaking)) {
+		struct tls_conn *tc = in->tc;
+
+		shaking_unlink(in);
+		tls_conn_abort(tc);
+		inbound_settle(in);
+		free(in);
 	}
 	if (w->pool)
 		pool_free(w->pool);
