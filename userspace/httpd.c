@@ -516,7 +516,8 @@ static void conn_close(struct hconn *c)
 		h->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	h->n_conns--;
+	/* Atomic stores: httpd_conn_count() may read from another thread. */
+	__atomic_store_n(&h->n_conns, h->n_conns - 1, __ATOMIC_RELAXED);
 	/* Code up the stack may still look at c in this turn. */
 	loop_defer_free(h->loop, c, conn_release);
 }
@@ -942,7 +943,7 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 		if (h->conns)
 			h->conns->prev = c;
 		h->conns = c;
-		h->n_conns++;
+		__atomic_store_n(&h->n_conns, h->n_conns + 1, __ATOMIC_RELAXED);
 		arm(c, h->o.idle_ms);
 		if (loop_io_update(l, &c->io, EPOLLIN))
 			conn_close(c);
@@ -1023,5 +1024,5 @@ void httpd_free(struct httpd *h)
 
 size_t httpd_conn_count(const struct httpd *h)
 {
-	return h->n_conns;
+	return __atomic_load_n(&h->n_conns, __ATOMIC_RELAXED);
 }

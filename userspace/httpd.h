@@ -133,7 +133,7 @@ int httpd_new(struct loop *l, int lfd, const struct httpd_opts *opts,
 	      struct httpd **out);
 /* Close the listener and every connection (responses in flight are lost). */
 void httpd_free(struct httpd *h);
-/* Connections open now (for tests). */
+/* Connections open now (for tests; any thread may ask). */
 size_t httpd_conn_count(const struct httpd *h);
 
 /* Why a server turned a connection or request away (the metric's label). */

@@ -32,7 +32,8 @@ void log_set_tag(const char *tag)
 	snprintf(log_tag, sizeof(log_tag), "%s", tag ? tag : "");
 }
 
-static void log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+static __attribute__((format(printf, 2, 0))) void
+log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
 {
 	char line[2048];
 	struct timespec ts;
@@ -108,7 +109,9 @@ void log_libbpf_quiet(bool quiet)
 	libbpf_quiet = quiet;
 }
 
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+/* fmt is libbpf's own printf format. */
+static __attribute__((format(printf, 2, 0))) int
+libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	enum log_level lvl = level == LIBBPF_WARN ? LOG_WARN : LOG_DEBUG;
 

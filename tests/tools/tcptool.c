@@ -1067,9 +1067,14 @@ static int cli_many(void)
 			mconn_fail(&m[i], &failures, i, "echo timed out", 0);
 	say("verified %u/%u connections (%zu-byte unique payload each, all open at once) in %.2f s",
 	    verified, n, plen, now_s() - t0);
-	for (unsigned int i = 0; i < n; i++)
+	for (unsigned int i = 0; i < n; i++) {
 		if (m[i].fd >= 0)
 			close(m[i].fd);
+		free(m[i].want);
+		free(m[i].back);
+	}
+	free(m);
+	free(pfd);
 	return verified == n ? EXIT_OK : EXIT_FAIL;
 }
 
