@@ -484,12 +484,13 @@ amb_daemon_diag() {
 
 # ---------------------------------------------------------------- sanitizers
 
-# With a sanitizer build (scripts/test's second pass) every process we start
-# (daemons, ambientctl, tcptool) writes its ASan/UBSan/LSan/TSan report to
-# $AMB_WORK/sanitizer.<pid> instead of stderr, where a daemon's report would
-# drown in its log and a client's in a command substitution. A report there
-# fails the suite: a daemon ASan killed would otherwise look like no more
-# than "connection refused". Without sanitizers the options are ignored.
+# With a sanitizer build (scripts/test's second pass) every process we
+# start (daemons, ambientctl, the CNI plugin) writes its ASan/UBSan/LSan/TSan
+# report to $AMB_WORK/sanitizer.<pid> instead of stderr, where a daemon's
+# report would drown in its log and a client's in a command substitution.
+# A report there fails the suite: a daemon ASan killed would otherwise look
+# like no more than "connection refused". Without sanitizers the options
+# are ignored.
 amb_sanitizer_env() {
 	local o
 	for o in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
@@ -508,17 +509,17 @@ amb_sanitized() {
 # Prints new sanitizer reports as diagnostics (at most 60 lines each) and
 # marks them seen; returns 1 if there was one.
 amb_sanitizer_reports() {
-	local f found=1
+	local f rc=0
 	[ -n "$AMB_WORK" ] || return 0
 	for f in "$AMB_WORK"/sanitizer.*; do
 		[ -f "$f" ] || continue
 		case $f in *.seen) continue ;; esac
-		found=0
+		rc=1
 		diag "--- sanitizer report $(basename "$f"):"
 		head -n 60 "$f" | diag
 		mv -f "$f" "$f.seen"
 	done
-	[ "$found" -eq 1 ]
+	return "$rc"
 }
 
 # From tap_done: stop the daemons (a leak is reported at exit) and turn any
