@@ -106,16 +106,6 @@ static char *read_stdin(size_t *len)
 	return buf;
 }
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (!o || !json_object_object_get_ex(o, key, &v) ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
 /* Value of KEY in CNI_ARGS ("K8S_POD_NAME=x;K8S_POD_NAMESPACE=y"), or "". */
 static void cni_arg(const char *key, char *out, size_t len)
 {
@@ -231,7 +221,7 @@ static bool reply_ok(struct json_object *reply, const char **why)
 {
 	struct json_object *ok;
 
-	*why = jstr(reply, "error");
+	*why = cni_jstr(reply, "error");
 	return json_object_object_get_ex(reply, "ok", &ok) &&
 	       json_object_get_boolean(ok);
 }
@@ -521,7 +511,7 @@ static int chain_config(const char *dir, const char *socket_path)
 	}
 	for (size_t i = 0; i < json_object_array_length(plugins); i++) {
 		struct json_object *p = json_object_array_get_idx(plugins, i);
-		const char *t = jstr(p, "type");
+		const char *t = cni_jstr(p, "type");
 
 		if (t && strcmp(t, CNI_PLUGIN_TYPE) == 0)
 			ours = p;

@@ -34,7 +34,7 @@ bool cni_version_supported(const char *v)
 	return false;
 }
 
-static const char *jstr(struct json_object *o, const char *key)
+const char *cni_jstr(struct json_object *o, const char *key)
 {
 	struct json_object *v;
 
@@ -98,7 +98,7 @@ int cni_conf_parse(const char *buf, size_t len, struct cni_conf *c, char *msg,
 		return err(CNI_ERR_DECODE, msg, msglen,
 			   "cannot decode the network configuration");
 	}
-	c->version = jstr(c->root, "cniVersion");
+	c->version = cni_jstr(c->root, "cniVersion");
 	if (!c->version)
 		return err(CNI_ERR_CONFIG, msg, msglen,
 			   "network configuration has no cniVersion");
@@ -107,7 +107,7 @@ int cni_conf_parse(const char *buf, size_t len, struct cni_conf *c, char *msg,
 			   "CNI version %.32s is not supported (1.1.0, 1.0.0, "
 			   "0.4.0, 0.3.1, 0.3.0 are)",
 			   c->version);
-	if (!jstr(c->root, "name") || !jstr(c->root, "type"))
+	if (!cni_jstr(c->root, "name") || !cni_jstr(c->root, "type"))
 		return err(CNI_ERR_CONFIG, msg, msglen,
 			   "network configuration needs \"name\" and \"type\"");
 	c->socket = CNI_DEFAULT_SOCKET;
@@ -145,7 +145,7 @@ struct json_object *cni_prev_ips(struct json_object *prev)
 		return out;
 	for (size_t i = 0; i < json_object_array_length(ips); i++) {
 		const char *a =
-		    jstr(json_object_array_get_idx(ips, i), "address");
+		    cni_jstr(json_object_array_get_idx(ips, i), "address");
 		const char *slash;
 
 		if (!a)

@@ -61,4 +61,7 @@ void cni_conf_free(struct cni_conf *c);
  */
 struct json_object *cni_prev_ips(struct json_object *prev);
 
+/* o[key] when it is a string (borrowed from o), else NULL (o may be NULL). */
+const char *cni_jstr(struct json_object *o, const char *key);
+
 #endif

@@ -562,6 +562,23 @@ static void test_limits(void)
 	close(c);
 }
 
+/* A new server with options o on a new port, its loop on a new thread. */
+static void restart(pthread_t *th, const struct httpd_opts *o, const char *what)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	int lfd;
+
+	loop_stop(loop);
+	pthread_join(*th, NULL);
+	httpd_free(srv);
+	lfd = httpd_listen("127.0.0.1", 0);
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	port = ntohs(sa.sin_port);
+	ok(httpd_new(loop, lfd, o, &srv) == 0, "server with %s", what);
+	pthread_create(th, NULL, loop_thread, NULL);
+}
+
 int main(void)
 {
 	struct httpd_opts o = {.routes = routes,
@@ -590,35 +607,15 @@ int main(void)
 	test_garbage();
 	test_crash_inputs();
 
-	loop_stop(loop);
-	pthread_join(th, NULL);
-	httpd_free(srv);
-	lfd = httpd_listen("127.0.0.1", 0);
-	sl = sizeof(sa);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	port = ntohs(sa.sin_port);
 	o.head_ms = 400;
 	o.max_per_source = 3;
-	ok(httpd_new(loop, lfd, &o, &srv) == 0,
-	   "server with head_ms 400, max_per_source 3");
-	pthread_create(&th, NULL, loop_thread, NULL);
+	restart(&th, &o, "head_ms 400, max_per_source 3");
 	test_deadlines();
 	o.head_ms = 0;
 	o.max_per_source = 0;
-
-	/* Restart with tight limits on the same loop thread's port. */
-	loop_stop(loop);
-	pthread_join(th, NULL);
-	httpd_free(srv);
-	lfd = httpd_listen("127.0.0.1", 0);
-	sl = sizeof(sa);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
-	port = ntohs(sa.sin_port);
 	o.max_conns = 2;
 	o.idle_ms = 300;
-	ok(httpd_new(loop, lfd, &o, &srv) == 0,
-	   "server with max_conns 2, idle 300 ms");
-	pthread_create(&th, NULL, loop_thread, NULL);
+	restart(&th, &o, "max_conns 2, idle 300 ms");
 	test_limits();
 	loop_stop(loop);
 	pthread_join(th, NULL);
