@@ -2125,7 +2125,7 @@ static void conn_send(struct hb_conn *c)
 		err = nghttp2_session_send(c->ng);
 		c->in_ng--;
 		if (err) {
-			log_info("hbone conn %p: send: %s", (void *)c,
+			log_info_rl("hbone conn %p: send: %s", (void *)c,
 				 nghttp2_strerror(err));
 			err = c->fail_err ? -c->fail_err : -EPROTO;
 		} else {

@@ -289,7 +289,7 @@ bool worker_authorize(struct worker *w, const struct workload *dst,
 				 res->dry_run_policy->name);
 		else
 			snprintf(why, sizeof(why), " (no dryRun ALLOW matched)");
-		log_info("%s %s (%s) -> %s: dry run: would %s%s", where,
+		log_info_rl("%s %s (%s) -> %s: dry run: would %s%s", where,
 			 ip_str(src, a), identity ? identity : "plaintext",
 			 ip_str(to, b),
 			 res->dry_run_verdict == AUTHZ_ALLOW ? "allow" : "deny",
@@ -297,7 +297,9 @@ bool worker_authorize(struct worker *w, const struct workload *dst,
 	}
 	if (res->verdict == AUTHZ_ALLOW)
 		return true;
-	log_info("%s %s (%s) -> %s: denied by %s", where, ip_str(src, a),
+	/* A pod can try as often as it likes: bounded (the access log and
+	 * the authz counters have every one). */
+	log_info_rl("%s %s (%s) -> %s: denied by %s", where, ip_str(src, a),
 		 identity ? identity : "plaintext", ip_str(to, b),
 		 decided_by(res, why, sizeof(why)));
 	return false;
