@@ -40,6 +40,7 @@ struct loop_deferred {
 
 struct loop {
 	int epfd;
+	struct loop_orphan *orphans;
 	struct loop_io wake_io; /* eventfd shared by loop_stop/loop_wake */
 	int stop; /* set from any thread, __atomic */
 	uint64_t now_ms;
@@ -132,10 +133,38 @@ static void run_deferred(struct loop *l)
 	l->ndeferred = 0;
 }
 
+void loop_orphan_add(struct loop *l, struct loop_orphan *o,
+		     void (*end)(struct loop_orphan *o))
+{
+	o->end = end;
+	o->prev = NULL;
+	o->next = l->orphans;
+	if (o->next)
+		o->next->prev = o;
+	l->orphans = o;
+}
+
+void loop_orphan_del(struct loop *l, struct loop_orphan *o)
+{
+	if (o->prev)
+		o->prev->next = o->next;
+	else if (l->orphans == o)
+		l->orphans = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	o->prev = o->next = NULL;
+}
+
 void loop_free(struct loop *l)
 {
 	if (!l)
 		return;
+	while (l->orphans) {
+		struct loop_orphan *o = l->orphans;
+
+		loop_orphan_del(l, o);
+		o->end(o);
+	}
 	run_deferred(l);
 	loop_io_stop(l, &l->wake_io);
 	close(l->wake_io.fd);

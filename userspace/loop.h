@@ -79,6 +79,21 @@ void loop_set_wake_hook(struct loop *l, loop_hook_cb cb, void *arg);
  */
 void loop_defer_free(struct loop *l, void *ptr, void (*fn)(void *));
 
+/*
+ * An object that outlives its owner on this loop for a while (a closed
+ * connection still delivering its last bytes) registers here, so that a
+ * loop freed before it is done ends it: loop_free() calls end() for every
+ * one still registered, before it runs the deferred frees. end() must
+ * loop_orphan_del() it (or free it through something that does).
+ */
+struct loop_orphan {
+	struct loop_orphan *prev, *next;
+	void (*end)(struct loop_orphan *o);
+};
+void loop_orphan_add(struct loop *l, struct loop_orphan *o,
+		     void (*end)(struct loop_orphan *o));
+void loop_orphan_del(struct loop *l, struct loop_orphan *o);
+
 /* Run until loop_stop(). Returns 0, or -errno if epoll itself failed. */
 int loop_run(struct loop *l);
 /* Thread-safe. */

@@ -630,6 +630,7 @@ struct tls_conn {
 	struct loop_io io;
 	struct loop_timer kick;	 /* 0 ms: work for the end of this turn */
 	struct loop_timer timer; /* handshake deadline, then linger deadline */
+	struct loop_orphan orphan; /* while lingering */
 	SSL *ssl;
 	struct tls_conn_cbs cbs;
 	void *arg;
@@ -824,6 +825,8 @@ static void destroy(struct tls_conn *c)
 	if (c->destroyed)
 		return;
 	c->destroyed = true;
+	if (c->state == TLS_LINGER)
+		loop_orphan_del(c->l, &c->orphan);
 	loop_io_stop(c->l, &c->io);
 	loop_timer_disarm(c->l, &c->kick);
 	loop_timer_disarm(c->l, &c->timer);
@@ -832,6 +835,12 @@ static void destroy(struct tls_conn *c)
 	ring_release(&c->in);
 	ring_release(&c->out);
 	loop_defer_free(c->l, c, free);
+}
+
+/* The loop is freed while we linger: give up on the last bytes. */
+static void linger_end(struct loop_orphan *o)
+{
+	destroy((struct tls_conn *)((char *)o - offsetof(struct tls_conn, orphan)));
 }
 
 /* The connection is unusable; reads and writes return err from now on. */
@@ -1335,6 +1344,8 @@ void tls_conn_close(struct tls_conn *c)
 		return;
 	}
 	conn_set_state(c, TLS_LINGER);
+	/* Nobody refers to it any more: the loop ends it if it goes first. */
+	loop_orphan_add(c->l, &c->orphan, linger_end);
 	loop_timer_disarm(c->l, &c->kick);
 	loop_timer_arm(c->l, &c->timer, TLS_LINGER_MS);
 	conn_update_io(c);

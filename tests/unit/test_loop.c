@@ -403,6 +403,32 @@ static void test_cross_thread(void)
 	loop_free(l);
 }
 
+static int orphans_ended;
+
+static void orphan_end(struct loop_orphan *o)
+{
+	orphans_ended++;
+	free(o);
+}
+
+/* What outlives its owner is ended by loop_free(); what was taken back
+ * (loop_orphan_del) is not. */
+static void test_orphans(void)
+{
+	struct loop *l = loop_new();
+	struct loop_orphan *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b)),
+			   *c = calloc(1, sizeof(*c));
+
+	loop_orphan_add(l, a, orphan_end);
+	loop_orphan_add(l, b, orphan_end);
+	loop_orphan_add(l, c, orphan_end);
+	loop_orphan_del(l, b);
+	free(b);
+	loop_free(l);
+	ok(orphans_ended == 2, "loop_free ends the orphans still registered (%d of 2)",
+	   orphans_ended);
+}
+
 int main(void)
 {
 	int fds0 = count_fds();
@@ -415,6 +441,7 @@ int main(void)
 	test_interest();
 	test_defer_free();
 	test_cross_thread();
+	test_orphans();
 	ok(count_fds() == fds0, "no fd leaked (%d -> %d)", fds0, count_fds());
 	return tap_done();
 }
