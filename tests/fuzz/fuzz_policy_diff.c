@@ -3,7 +3,7 @@
  * Differential: the kernel's policy fast path against the userspace
  * evaluator, for plaintext callers.
  *
- * The input bytes build a random snapshot (userspace/state.h) directly:
+ * The input bytes build a random snapshot (userspace/state/state.h) directly:
  * a few pods with one or two addresses, policies of every scope and action
  * (dryRun too) whose matches use every field (the address and port fields
  * a plaintext caller is judged by, and the identity fields it never has),

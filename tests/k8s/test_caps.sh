@@ -9,7 +9,7 @@
 # daemon starts and captures a pod's traffic; with any one of them removed,
 # it does not start.
 #
-# Run time (userspace/privs.c): once the programs are loaded and the
+# Run time (userspace/kernel/privs.c): once the programs are loaded and the
 # routing is set, every thread keeps only RETAINED (effective = permitted),
 # nothing inheritable or ambient, no_new_privs, and a bounding set shrunk to
 # RETAINED when it was allowed to (full root) or left as the runtime set it

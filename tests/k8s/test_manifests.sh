@@ -109,14 +109,14 @@ case_options_exist() {
 tap_ok "every ambientd option in the DaemonSet exists" case_options_exist
 
 case_bpffs() {
-	check_eq "bpffs mount vs BPFCTL_DEFAULT_BPFFS" "$(mount_path bpffs)" "$(define userspace/bpfctl.h BPFCTL_DEFAULT_BPFFS)" &&
-		check_eq "bpffs hostPath" "$(host_path bpffs)" "$(define userspace/bpfctl.h BPFCTL_DEFAULT_BPFFS)"
+	check_eq "bpffs mount vs BPFCTL_DEFAULT_BPFFS" "$(mount_path bpffs)" "$(define userspace/kernel/bpfctl.h BPFCTL_DEFAULT_BPFFS)" &&
+		check_eq "bpffs hostPath" "$(host_path bpffs)" "$(define userspace/kernel/bpfctl.h BPFCTL_DEFAULT_BPFFS)"
 }
 tap_ok "bpffs: the pin root the code uses is the host's" case_bpffs
 
 case_run_dir() {
 	local dir
-	dir=$(define userspace/ctlsock.h CTLSOCK_DIR)
+	dir=$(define userspace/core/ctlsock.h CTLSOCK_DIR)
 	check_eq "control socket dir mount" "$(mount_path run)" "$dir" &&
 		check_eq "control socket dir hostPath" "$(host_path run)" "$dir" &&
 		check_eq "--cni-socket dir" "$(dirname "$(ds_arg cni-socket)")" "$dir" &&
@@ -139,9 +139,9 @@ case_proc_sys() {
 	check_eq "proc-sys-net mount" "$(mount_path proc-sys-net)" "$arg/net" || rc=1
 	check_eq "proc-sys-net hostPath" "$(host_path proc-sys-net)" /proc/sys/net || rc=1
 	# Only net/ sysctls are written, so /proc/sys/net is all that is mounted.
-	calls=$(grep -ho 'sysctl_write([^,]*' "$TOP"/userspace/*.c | grep -v 'const char \*path' | sort -u)
-	grep -q 'net/' "$TOP/userspace/bpfctl.c" || rc=1
-	if grep -rn '"/proc/sys/\|"kernel/\|"vm/' "$TOP"/userspace/bpfctl.c | grep -v 'net/' | grep -q .; then
+	calls=$(grep -ho 'sysctl_write([^,]*' "$TOP"/userspace/*/*.c | grep -v 'const char \*path' | sort -u)
+	grep -q 'net/' "$TOP/userspace/kernel/bpfctl.c" || rc=1
+	if grep -rn '"/proc/sys/\|"kernel/\|"vm/' "$TOP"/userspace/kernel/bpfctl.c | grep -v 'net/' | grep -q .; then
 		diag "code writes sysctls outside net/"
 		rc=1
 	fi
@@ -153,7 +153,7 @@ tap_ok "sysctls: only /proc/sys/net is written, and it is mounted writable" case
 case_no_netns() {
 	# The daemon finds pod veths from the host side (route lookup); it never
 	# enters a pod's network namespace, so no netns mount is needed.
-	if grep -qn 'setns(' "$TOP"/userspace/*.c; then
+	if grep -qn 'setns(' "$TOP"/userspace/*/*.c; then
 		grep -q '/var/run/netns\|/run/netns' "$DS" || { diag "code calls setns but no netns mount"; return 1; }
 	else
 		! grep -q 'path: /var/run/netns\|path: /run/netns' "$DS" || { diag "netns mounted but unused"; return 1; }
@@ -164,7 +164,7 @@ tap_ok "netns: mounted only if the code enters pod namespaces" case_no_netns
 case_ca_dir() {
 	check_eq "--ca-dir is the Secret's mount" "$(ds_arg ca-dir)" "$(mount_path ca)" &&
 		grep -q 'secretName: ambientd-ca' "$DS" &&
-		grep -q '"ca-cert.pem"\|ca-cert.pem' "$TOP/userspace/ca.c" && grep -q 'ca-key.pem' "$TOP/userspace/ca.c" &&
+		grep -q '"ca-cert.pem"\|ca-cert.pem' "$TOP/userspace/tls/ca.c" && grep -q 'ca-key.pem' "$TOP/userspace/tls/ca.c" &&
 		grep -q 'ca-cert.pem: ' "$WORK/ca-secret.yaml" && grep -q 'ca-key.pem: ' "$WORK/ca-secret.yaml"
 }
 tap_ok "mesh root: Secret keys are the file names ca.c reads" case_ca_dir
